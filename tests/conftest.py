@@ -1,0 +1,24 @@
+"""Shared pytest fixtures and the `gpu` / `browser` skips."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+# keep the suite quick and reproducible on a 2-core machine
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    has_chromium = shutil.which("chromium") is not None or shutil.which("chromium-browser") is not None
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+        if "browser" in item.keywords and not has_chromium and not os.environ.get("FIBROBENCH_REQUIRE_BROWSER"):
+            item.add_marker(pytest.mark.skip(reason="needs headless Chromium (apt install chromium)"))
