@@ -1,0 +1,143 @@
+"""Classification metrics for ordinal fibrosis stages: per-class counts, averages, kappas, stage errors, AUROCs.
+
+Everything derived from a confusion matrix works on a stack `cm[..., C, C]` (rows = truth, columns =
+prediction) so the bootstrap can evaluate 10,000 resampled matrices at once.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix as _sk_confusion
+from sklearn.metrics import roc_auc_score
+
+# hepatology cut-offs: significant fibrosis (>=F2), advanced fibrosis (>=F3), cirrhosis (F4)
+CUTOFFS = {">=F2": 2, ">=F3": 3, "F4": 4}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
+    return _sk_confusion(y_true, y_pred, labels=np.arange(n_classes)).astype(np.int64)
+
+
+def _div(a, b):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+
+def class_counts(cm: np.ndarray) -> dict:
+    """TP, FP, FN, TN per class, shape [..., C]."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    fn = cm.sum(-1) - tp
+    fp = cm.sum(-2) - tp
+    tn = cm.sum((-2, -1))[..., None] - tp - fn - fp
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+def per_class(cm: np.ndarray) -> dict:
+    """Sensitivity (recall), specificity, precision (PPV), NPV, F1 and support per class, shape [..., C]."""
+    c = class_counts(cm)
+    tp, fp, fn, tn = c["tp"], c["fp"], c["fn"], c["tn"]
+    recall = _div(tp, tp + fn)
+    precision = _div(tp, tp + fp)
+    # F1 = 2TP / (2TP + FP + FN); sklearn's zero_division=0 convention when a class is absent and never predicted
+    f1 = np.nan_to_num(_div(2 * tp, 2 * tp + fp + fn), nan=0.0)
+    return {**c, "recall": recall, "sensitivity": recall, "specificity": _div(tn, tn + fp),
+            "precision": precision, "ppv": precision, "npv": _div(tn, tn + fn), "f1": f1, "support": tp + fn}
+
+
+def kappa(cm: np.ndarray, weights: str | None = None) -> np.ndarray:
+    """Cohen's kappa from confusion matrices [..., C, C]; weights None, 'linear' or 'quadratic' (as sklearn)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    n_classes = cm.shape[-1]
+    i, j = np.meshgrid(np.arange(n_classes), np.arange(n_classes), indexing="ij")
+    if weights is None:
+        w = (i != j).astype(float)
+    elif weights == "linear":
+        w = np.abs(i - j).astype(float)
+    elif weights == "quadratic":
+        w = ((i - j) ** 2).astype(float)
+    else:
+        raise ValueError(f"unknown weights {weights!r}")
+    total = cm.sum((-2, -1), keepdims=True)
+    expected = cm.sum(-1, keepdims=True) * cm.sum(-2, keepdims=True) / np.where(total > 0, total, 1)
+    return 1.0 - _div((w * cm).sum((-2, -1)), (w * expected).sum((-2, -1)))
+
+
+def from_confusion(cm: np.ndarray) -> dict:
+    """All confusion-derived headline metrics for a stack of matrices [..., C, C]."""
+    cm = np.asarray(cm, dtype=np.float64)
+    n_classes = cm.shape[-1]
+    pc = per_class(cm)
+    total = cm.sum((-2, -1))
+    support = pc["support"]
+    i, j = np.meshgrid(np.arange(n_classes), np.arange(n_classes), indexing="ij")
+    dist = np.abs(i - j)
+    present = support > 0
+    with np.errstate(invalid="ignore"):
+        return {
+            "accuracy": _div(np.trace(cm, axis1=-2, axis2=-1), total),
+            # balanced accuracy = mean recall over classes present in the truth (sklearn's definition)
+            "balanced_accuracy": _div(np.nansum(np.where(present, pc["recall"], 0), -1), present.sum(-1)),
+            "macro_precision": np.nanmean(pc["precision"], -1),
+            "macro_recall": np.nanmean(pc["recall"], -1),
+            "macro_f1": pc["f1"].mean(-1),
+            "weighted_f1": _div((pc["f1"] * support).sum(-1), support.sum(-1)),
+            "macro_specificity": np.nanmean(pc["specificity"], -1),
+            "kappa": kappa(cm),
+            "qwk": kappa(cm, "quadratic"),
+            "mae_stage": _div((cm * dist).sum((-2, -1)), total),
+            "error_ge2_rate": _div((cm * (dist >= 2)).sum((-2, -1)), total),
+        }
+
+
+def auroc_ovr(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUROC per class (NaN for a class absent from, or the only class in, y_true)."""
+    y_true = np.asarray(y_true)
+    out = np.full(probs.shape[1], np.nan)
+    for k in range(probs.shape[1]):
+        pos = y_true == k
+        if 0 < pos.sum() < len(y_true):
+            out[k] = roc_auc_score(pos, probs[:, k])
+    return out
+
+
+def cutoff_scores(probs: np.ndarray, stage: int) -> np.ndarray:
+    """Score for 'stage >= cut-off': the summed probabilities of the positive stages."""
+    return np.asarray(probs)[:, stage:].sum(axis=1)
+
+
+def auroc_cutoffs(y_true: np.ndarray, probs: np.ndarray) -> dict:
+    out = {}
+    for name, stage in CUTOFFS.items():
+        pos = np.asarray(y_true) >= stage
+        out[name] = roc_auc_score(pos, cutoff_scores(probs, stage)) if 0 < pos.sum() < len(pos) else float("nan")
+    return out
+
+
+def classification_report(y_true, probs, class_names) -> dict:
+    """Point estimates of every metric for one set of predictions (probabilities [N, C])."""
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    n_classes = len(class_names)
+    cm = confusion(y_true, probs.argmax(1), n_classes)
+    out = {k: float(v) for k, v in from_confusion(cm).items()}
+    pc = per_class(cm)
+    out["per_class"] = {name: {k: float(pc[k][c]) for k in
+                               ("tp", "fp", "fn", "tn", "recall", "specificity", "precision", "npv", "f1", "support")}
+                        for c, name in enumerate(class_names)}
+    auc = auroc_ovr(y_true, probs)
+    for c, name in enumerate(class_names):
+        out["per_class"][name]["auroc"] = float(auc[c])
+    out["auroc_macro"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
+    out["auroc_cutoffs"] = {k: float(v) for k, v in auroc_cutoffs(y_true, probs).items()}
+    out["confusion"] = cm.tolist()
+    out["n"] = int(len(y_true))
+    return out

@@ -1,0 +1,310 @@
+"""`summarize_run`: every metric with its CI for the ensemble, folds and OOF of each model, plus paired comparisons.
+
+The schema ("fibrobench.summary/1") is documented in docs/report.md; the claims audit and the CI gate read it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from reports import calibration as cal
+from reports import metrics as M
+from reports import stats as S
+from reports.rundir import Run, load_run
+
+SCHEMA = "fibrobench.summary/1"
+BASELINE = "resnet50"
+# confusion-matrix metrics that are proportions of images (Wilson when images are independent)
+PROPORTIONS = ("accuracy",)
+CONFUSION_METRICS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1",
+                     "macro_specificity", "kappa", "qwk", "mae_stage", "error_ge2_rate")
+FOLD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "qwk", "auroc_macro", "ece")
+COMPARE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "qwk")
+PER_CLASS_PROPORTIONS = {"recall": ("tp", "fn"), "specificity": ("tn", "fp"), "precision": ("tp", "fp"),
+                         "npv": ("tn", "fn")}
+
+
+def _f(x):
+    """JSON-safe float (NaN -> None)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _ci(lo, hi):
+    return [_f(lo), _f(hi)]
+
+
+class _Clusters:
+    """Cluster codes of a set of images and the bootstrap weights drawn over those clusters."""
+
+    def __init__(self, ids, groups: dict, n_boot: int, seed: int):
+        keys = [groups.get(i) for i in ids]
+        self.known = bool(groups) and all(k is not None for k in keys)
+        self.index = {i: n for n, i in enumerate(ids)}
+        self.codes = S.group_codes(keys if self.known else [None] * len(ids))
+        self.n_clusters = int(self.codes.max()) + 1 if len(ids) else 0
+        self.clustered = self.known and self.n_clusters < len(ids)
+        self.weights = S.bootstrap_weights(self.n_clusters, n_boot, seed) if n_boot > 0 and len(ids) else None
+
+    def codes_for(self, ids):
+        return self.codes[[self.index[i] for i in ids]]
+
+
+def _boot_ece(y, probs, codes, weights, n_bins=cal.N_BINS):
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == y).astype(float)
+    idx = np.clip(np.searchsorted(np.linspace(0, 1, n_bins + 1), conf, side="left") - 1, 0, n_bins - 1)
+    onehot = np.eye(n_bins)[idx]
+    g = weights.shape[1]
+    cnt = weights @ S.cluster_sums(onehot, codes, g).astype(np.float32)
+    cs = weights @ S.cluster_sums(onehot * conf[:, None], codes, g).astype(np.float32)
+    ac = weights @ S.cluster_sums(onehot * correct[:, None], codes, g).astype(np.float32)
+    return np.abs(ac - cs).sum(1) / np.maximum(cnt.sum(1), 1)
+
+
+def _boot_mean(values, codes, weights):
+    g = weights.shape[1]
+    num = weights @ S.cluster_sums(values, codes, g).astype(np.float32)
+    den = weights @ np.bincount(codes, minlength=g).astype(np.float32)
+    return num / np.maximum(den, 1)
+
+
+def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tuple[dict, np.ndarray | None]:
+    """Every metric with value, 95 % CI and method; also returns the bootstrap confusion matrices."""
+    y = np.asarray(y)
+    n_classes = len(class_names)
+    point = M.classification_report(y, probs, class_names)
+    cm = np.asarray(point["confusion"])
+    boot_cm = None
+    boot = {}
+    if weights is not None:
+        boot_cm = S.bootstrap_confusions(y, probs.argmax(1), codes, weights, n_classes)
+        boot = M.from_confusion(boot_cm)
+        boot_pc = M.per_class(boot_cm)
+    n_boot = 0 if weights is None else weights.shape[0]
+    bmethod = (f"cluster bootstrap percentile ({n_boot} resamples of patients/clusters)" if clustered
+               else f"bootstrap percentile ({n_boot} resamples of images)")
+    out = {}
+    for name in CONFUSION_METRICS:
+        entry = {"value": _f(point[name])}
+        if name in PROPORTIONS and not clustered:
+            k = int(np.trace(cm))
+            entry.update(ci=list(S.wilson_ci(k, cm.sum())), method="Wilson", k=k, n=int(cm.sum()))
+        elif boot:
+            lo, hi = S.percentile_ci(boot[name])
+            entry.update(ci=_ci(lo, hi), method=bmethod)
+        else:
+            entry.update(ci=[None, None], method="none")
+        out[name] = entry
+    # per class, with Wilson (independent images) or the cluster bootstrap
+    pcs = {}
+    for c, cname in enumerate(class_names):
+        pc = point["per_class"][cname]
+        row = {"support": int(pc["support"]), "tp": int(pc["tp"]), "fp": int(pc["fp"]), "fn": int(pc["fn"]),
+               "tn": int(pc["tn"])}
+        for mname, (a, b) in PER_CLASS_PROPORTIONS.items():
+            k, n = pc[a], pc[a] + pc[b]
+            if not clustered:
+                row[mname] = {"value": _f(pc[mname]), "ci": list(S.wilson_ci(k, n)) if n else [None, None],
+                              "method": "Wilson", "k": int(k), "n": int(n)}
+            elif boot:
+                lo, hi = S.percentile_ci(boot_pc[mname][:, c])
+                row[mname] = {"value": _f(pc[mname]), "ci": _ci(lo, hi), "method": bmethod}
+            else:
+                row[mname] = {"value": _f(pc[mname]), "ci": [None, None], "method": "none"}
+        row["sensitivity"] = row["recall"]
+        if boot:
+            lo, hi = S.percentile_ci(boot_pc["f1"][:, c])
+            row["f1"] = {"value": _f(pc["f1"]), "ci": _ci(lo, hi), "method": bmethod}
+        else:
+            row["f1"] = {"value": _f(pc["f1"]), "ci": [None, None], "method": "none"}
+        pos = y == c
+        row["auroc"] = (_auroc_entry(S.auroc_ci(pos, probs[:, c], codes if clustered else None))
+                        if 0 < pos.sum() < len(y) else {"value": None, "ci": [None, None], "method": "n/a"})
+        pcs[cname] = row
+    out["per_class"] = pcs
+    out["auroc_macro"] = _auroc_entry(S.macro_auroc_ci(y, probs, codes if clustered else None))
+    out["auroc_cutoffs"] = {}
+    for cut, stage in M.CUTOFFS.items():
+        pos = y >= stage
+        out["auroc_cutoffs"][cut] = (_auroc_entry(S.auroc_ci(pos, M.cutoff_scores(probs, stage),
+                                                             codes if clustered else None))
+                                     if 0 < pos.sum() < len(y) else {"value": None, "ci": [None, None], "method": "n/a"})
+    calib = cal.calibration_report(y, probs)
+    out["ece"] = {"value": _f(calib["ece"]), "binning": calib["binning"]}
+    out["brier"] = {"value": _f(calib["brier"])}
+    if weights is not None:
+        out["ece"].update(ci=_ci(*S.percentile_ci(_boot_ece(y, probs, codes, weights))), method=bmethod)
+        per_img = ((probs - np.eye(n_classes)[y]) ** 2).sum(1)
+        out["brier"].update(ci=_ci(*S.percentile_ci(_boot_mean(per_img, codes, weights))), method=bmethod)
+    out["reliability"] = calib["reliability"]
+    out["confusion"] = point["confusion"]
+    out["n"] = int(len(y))
+    out["n_clusters"] = int(len(np.unique(codes)))
+    return out, boot_cm
+
+
+def _auroc_entry(r):
+    return {"value": _f(r["value"]), "ci": _ci(*r["ci"]), "method": r["method"]}
+
+
+def _fold_scores(folds, split: str, class_names) -> dict:
+    """Point metrics of each fold model on its own validation fold ('val') or on the holdout ('test')."""
+    rows = []
+    for f in folds:
+        d = getattr(f, split)
+        if d is None or f.done is None:
+            continue
+        rep = M.classification_report(d["labels"], d["probs"], class_names)
+        rep["ece"] = cal.ece(d["labels"], d["probs"])
+        rows.append((f.fold, rep))
+    out = {"folds": [k for k, _ in rows]}
+    for name in FOLD_METRICS:
+        vals = [float(r[name]) for _, r in rows]
+        out[name] = {"values": [_f(v) for v in vals], "mean": _f(np.mean(vals)) if vals else None,
+                     "sd": _f(np.std(vals, ddof=1)) if len(vals) > 1 else None}
+    return out
+
+
+def _comparison_pairs(names):
+    pairs = [(m, BASELINE) for m in names if m != BASELINE and BASELINE in names]
+    if "resnet50_cbam" in names:
+        pairs += [("resnet50_cbam", m) for m in names if m.startswith("resnet50_cbam_")]
+    return pairs
+
+
+def _compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val):
+    ea, eb = ens[a], ens[b]
+    ia = {i: n for n, i in enumerate(ea["ids"])}
+    order = [ia[i] for i in eb["ids"]]
+    ya, pa = ea["labels"][order], ea["probs"][order].argmax(1)
+    yb, pb = eb["labels"], eb["probs"].argmax(1)
+    out = {"model": a, "baseline": b, "n": int(len(yb))}
+    out["mcnemar"] = S.mcnemar_exact(pa == ya, pb == yb)
+    out["holdout_diff"] = {}
+    for name in COMPARE_METRICS:
+        n_classes = eb["probs"].shape[1]
+        va = float(M.from_confusion(M.confusion(ya, pa, n_classes))[name])
+        vb = float(M.from_confusion(M.confusion(yb, pb, n_classes))[name])
+        entry = {"value": _f(va - vb), "a": _f(va), "b": _f(vb)}
+        if boot_cms.get(a) is not None and boot_cms.get(b) is not None:
+            d = M.from_confusion(boot_cms[a])[name] - M.from_confusion(boot_cms[b])[name]
+            entry.update(ci=_ci(*S.percentile_ci(d)),
+                         method=("paired cluster bootstrap percentile" if clusters.clustered
+                                 else "paired bootstrap percentile"))
+        out["holdout_diff"][name] = entry
+    fa, fb = fold_val.get(a), fold_val.get(b)
+    out["folds"] = None
+    if fa and fb:
+        common = [k for k in fa["folds"] if k in fb["folds"]]
+        xa = np.array([fa["accuracy"]["values"][fa["folds"].index(k)] for k in common], dtype=float)
+        xb = np.array([fb["accuracy"]["values"][fb["folds"].index(k)] for k in common], dtype=float)
+        if len(common) >= 2:
+            out["folds"] = {"metric": "accuracy (validation fold)", "folds": common, "a": xa.tolist(),
+                            "b": xb.tolist(), "diffs": (xa - xb).tolist(),
+                            "paired_t": _clean(S.paired_t(xa, xb)),
+                            "nadeau_bengio": _clean(S.nadeau_bengio(xa - xb, n_train, n_val)),
+                            "wilcoxon": _clean(S.wilcoxon(xa, xb)), "n_train": n_train, "n_test": n_val}
+    return out
+
+
+def _clean(d):
+    return {k: (_f(v) if isinstance(v, (float, np.floating)) else v) for k, v in d.items()}
+
+
+def _efficiency(run: Run) -> dict:
+    out = {}
+    lat = (run.latency or {}).get("models", {})
+    for name, mr in run.models.items():
+        seconds = [f.done.get("seconds") for f in mr.folds if f.done and f.done.get("seconds") is not None]
+        info = dict(lat.get(name) or {})
+        info.setdefault("params", (run.run.get("models", {}).get(name) or {}).get("params"))
+        info["train_seconds_total"] = float(sum(seconds)) if seconds else None
+        info["n_folds_done"] = sum(1 for f in mr.folds if f.done is not None)
+        out[name] = info
+    return out
+
+
+def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
+    """summarize_run on an already loaded Run."""
+    groups = run.groups
+    names = [m for m, mr in run.models.items() if mr.ensemble is not None]
+    warnings = []
+    for m, mr in run.models.items():
+        if mr.ensemble is None:
+            warnings.append(f"{m}: no completed fold job, no holdout ensemble")
+        n_done = sum(1 for f in mr.folds if f.done is not None)
+        if mr.folds and n_done < len(mr.folds):
+            warnings.append(f"{m}: only {n_done} of {len(mr.folds)} fold jobs complete (no DONE marker)")
+    test_ids = list(run.models[names[0]].ensemble["ids"]) if names else []
+    trainval = set((run.splits or {}).get("holdout", {}).get("trainval", []))
+    if trainval and set(test_ids) & trainval:
+        warnings.append(f"INVARIANT VIOLATED: {len(set(test_ids) & trainval)} holdout images are in trainval")
+    if run.splits is None:
+        warnings.append("splits.json missing: images treated as independent (no patient clusters)")
+    clusters = _Clusters(test_ids, groups, n_boot, seed)
+    models, ens, boot_cms, fold_val = {}, {}, {}, {}
+    for m in names:
+        mr = run.models[m]
+        e = mr.ensemble
+        if set(e["ids"]) != set(test_ids):
+            warnings.append(f"{m}: holdout ids differ from {names[0]}'s; not compared")
+            continue
+        codes = clusters.codes_for(e["ids"])
+        block, boot_cms[m] = metric_block(e["labels"], e["probs"], codes, clusters.weights, run.class_names,
+                                          clusters.clustered)
+        block["source"] = mr.ensemble_source
+        ens[m] = e
+        entry = {"ensemble": block, "n_folds": len(mr.folds)}
+        fold_val[m] = _fold_scores(mr.folds, "val", run.class_names)
+        entry["folds"] = fold_val[m]
+        entry["folds_holdout"] = _fold_scores(mr.folds, "test", run.class_names)
+        if mr.oof is not None:
+            oc = _Clusters(list(mr.oof["ids"]), groups, n_boot, seed + 1)
+            entry["oof"], _ = metric_block(mr.oof["labels"], mr.oof["probs"], oc.codes, oc.weights,
+                                           run.class_names, oc.clustered)
+            entry["oof"]["source"] = mr.oof_source
+        else:
+            entry["oof"] = None
+        models[m] = entry
+    folds = (run.splits or {}).get("folds") or []
+    n_train = float(np.mean([len(f["train"]) for f in folds])) if folds else float("nan")
+    n_val = float(np.mean([len(f["val"]) for f in folds])) if folds else float("nan")
+    comps = [_compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val)
+             for a, b in _comparison_pairs(list(ens))]
+    for key, getp in (("mcnemar", lambda c: c["mcnemar"]), ("nadeau_bengio", lambda c: (c["folds"] or {}).get(key)),
+                      ("wilcoxon", lambda c: (c["folds"] or {}).get("wilcoxon"))):
+        found = [(c, getp(c)) for c in comps if getp(c)]
+        for (c, t), p in zip(found, S.holm([t["p"] if t["p"] is not None else float("nan") for _, t in found])):
+            t["p_holm"] = _f(p)
+    weights_info = {m: (run.run.get("models", {}).get(m) or {}).get("weights") or {} for m in run.models}
+    return {
+        "schema": SCHEMA,
+        "run_dir": str(run.path),
+        "class_names": run.class_names,
+        "level": (run.splits or {}).get("level"),
+        "n_test": len(test_ids),
+        "n_trainval": len(trainval) if trainval else None,
+        "n_folds": (run.splits or {}).get("n_folds"),
+        "test_class_counts": np.bincount(run.models[names[0]].ensemble["labels"], minlength=len(run.class_names)).tolist()
+        if names else None,
+        "clusters": {"source": "splits.json images[].group" if clusters.known else "none (images independent)",
+                     "n_test_clusters": clusters.n_clusters, "clustered": clusters.clustered},
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "ci": "95 % percentile"},
+        "smoke": bool(run.run.get("smoke", False)),
+        "random_init": sorted(m for m, w in weights_info.items() if w.get("random_init")),
+        "data_fingerprint": (run.run.get("data") or {}).get("fingerprint"),
+        "protocol_sha256": run.run.get("protocol_sha256"),
+        "splits_sha256": run.run.get("splits_sha256") or (run.splits or {}).get("sha256"),
+        "baseline": BASELINE if BASELINE in ens else None,
+        "models": models,
+        "comparisons": comps,
+        "efficiency": _efficiency(run),
+        "warnings": warnings,
+    }
+
+
+def summarize_run(run_dir, n_boot: int = 10_000, seed: int = 0) -> dict:
+    """Load RUN_DIR and summarise it (schema fibrobench.summary/1, see docs/report.md)."""
+    return summarize_loaded(load_run(run_dir), n_boot=n_boot, seed=seed)
