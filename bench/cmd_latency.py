@@ -1,0 +1,153 @@
+"""`fibrobench latency`: params, FLOPs, latency percentiles, throughput and peak memory per model."""
+from __future__ import annotations
+
+import sys
+
+from protocols.errors import BadInput
+
+NAME = "latency"
+HELP = "measure params, FLOPs, latency, throughput and peak memory of the registered models"
+DESCRIPTION = HELP + " (JSON schema fibrobench.latency/1, documented in bench/latency.py and docs/benchmarks.md)"
+
+
+def _ints(text: str, field: str) -> tuple:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise BadInput("<command line>", field, f"expected comma-separated integers, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise BadInput("<command line>", field, f"expected positive integers, got {text!r}")
+    return vals
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--models", help="comma-separated model names (default: every registered model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-sizes", default="1,64", help="comma-separated (default 1,64); 1 gives the latency percentiles")
+    p.add_argument("--input-size", type=int, default=224, help="square input side in pixels (default 224)")
+    p.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 autocast (default fp32,bf16)")
+    p.add_argument("--channels-last", action=__import__("argparse").BooleanOptionalAction, default=True,
+                   help="channels_last memory format for model and input (default on)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model first (default off)")
+    p.add_argument("--runs", type=int, default=100, help="timed calls at batch 1 (default 100)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed calls before timing (default 20)")
+    p.add_argument("--throughput-runs", type=int, default=30, help="timed calls at each batch > 1 (default 30)")
+    p.add_argument("--max-batch-cap", type=int, default=1024,
+                   help="cap of the CUDA doubling search for the largest batch that fits; 0 disables (default 1024)")
+    p.add_argument("--train-batch", type=int, default=64, help="batch of the timed training step; 0 skips (default 64)")
+    p.add_argument("--train-runs", type=int, default=20, help="timed training steps (default 20)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads on CPU (default: torch's choice)")
+    p.add_argument("--cross-check", action="store_true",
+                   help="also compare our batch-1 median with torch.utils.benchmark.Timer for the first model")
+    p.add_argument("--json", metavar="OUT", help="write fibrobench.latency/1 JSON here (atomic)")
+    p.add_argument("--info-only", action="store_true", help="params and FLOPs only, no timing")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _fmt_mb(b):
+    return "-" if b is None else f"{b / 2**20:.0f}"
+
+
+def format_table(res: dict) -> str:
+    """A short text table of a fibrobench.latency/1 result."""
+    rows = [("model", "prec", "params M", "GFLOPs", "b1 p50/p90/p99 ms", "img/s (batch)", "max-batch img/s",
+             "peak MB", "train ms", "train peak MB")]
+    dev_cuda = res["device"]["type"] == "cuda"
+    for name, m in res["models"].items():
+        if "error" in m:
+            rows.append((name, "-", "-", "-", "ERROR: " + m["error"][:60], "", "", "", "", ""))
+            continue
+        gfl = "-" if m.get("flops") is None else f"{m['flops'] / 1e9:.2f}"
+        precs = [p for p in ("fp32", "bf16") if p in m] or ["-"]
+        for prec in precs:
+            per = m.get(prec, {"batch": {}})
+            b1 = per["batch"].get("1")
+            lat = "-" if b1 is None else f"{b1['p50_ms']:.2f}/{b1['p90_ms']:.2f}/{b1['p99_ms']:.2f}"
+            bigs = [k for k in per["batch"] if k != "1"]
+            tp = "-" if not bigs else f"{per['batch'][bigs[-1]]['images_per_s']:.0f} ({bigs[-1]})"
+            mb = per.get("max_batch") or {}
+            mbt = "-" if not mb.get("timing") else f"{mb['timing']['images_per_s']:.0f} ({mb['batch']})"
+            first = next(iter(per["batch"].values()), None)
+            peak = None if first is None else (first["peak_allocated_bytes"] if dev_cuda else first["peak_rss_bytes"])
+            tr = m.get("train", {}).get("by_precision", {}).get(prec)
+            rows.append((name, prec, f"{m['params'] / 1e6:.2f}", gfl, lat, tp, mbt, _fmt_mb(peak),
+                         "-" if tr is None else f"{tr['p50_ms']:.1f}",
+                         "-" if tr is None else _fmt_mb(tr["peak_allocated_bytes"] if dev_cuda else tr["peak_rss_bytes"])))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    d = res["device"]
+    head = f"device: {d['type']} {d.get('name') or ''} (torch {d.get('torch')}, threads {d.get('threads')})"
+    mem = "peak MB = max_memory_allocated" if dev_cuda else "peak MB = process peak RSS (VmHWM, reset per measurement)"
+    return "\n".join([head, *lines, mem])
+
+
+def main(args) -> int:
+    from bench import latency as L
+    import torch
+
+    precs = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
+    bad = [p for p in precs if p not in L.PRECISIONS]
+    if bad or not precs:
+        raise BadInput("<command line>", "--precisions", f"unknown {bad or precs}; choose from {list(L.PRECISIONS)}")
+    for field, v in (("--runs", args.runs), ("--input-size", args.input_size), ("--throughput-runs", args.throughput_runs),
+                     ("--train-runs", args.train_runs)):
+        if v < 1:
+            raise BadInput("<command line>", field, f"must be >= 1, got {v}")
+    if args.warmup < 0:
+        raise BadInput("<command line>", "--warmup", f"must be >= 0, got {args.warmup}")
+    try:
+        device = L.resolve_device(args.device)
+    except RuntimeError as exc:
+        raise BadInput("<command line>", "--device", str(exc)) from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import models
+    known = models.list_models()
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise BadInput("<command line>", "--models", f"unknown {unknown or names}; registered: {', '.join(known)}")
+
+    log = (lambda s: None) if args.quiet else (lambda s: print(f"[latency] {s}", file=sys.stderr, flush=True))
+    if args.info_only:
+        from bench.provenance import collect
+        prov = collect(args.argv, device=str(device))
+        res = {"schema": L.SCHEMA, "device": L.device_block(prov, device), "packages": prov["packages"],
+               "provenance": prov, "settings": {"input_size": args.input_size, "info_only": True},
+               "models": {n: {"input_size": args.input_size,
+                              **L.model_facts(n, L.default_factory(n, args.input_size), args.input_size)}
+                          for n in names}}
+    else:
+        cfg = L.LatencyConfig(input_size=args.input_size, batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
+                              precisions=precs, channels_last=args.channels_last, compile=args.compile,
+                              runs=args.runs, warmup=args.warmup, throughput_runs=args.throughput_runs,
+                              max_batch=args.max_batch_cap > 0, max_batch_cap=max(1, args.max_batch_cap),
+                              train_batch=args.train_batch or None, train_runs=args.train_runs)
+        partial = None
+        if args.json:
+            from protocols.atomic import write_json
+            partial = lambda r: write_json(args.json + ".partial", r)  # noqa: E731 - progress file, renamed at the end
+        res = L.run_latency(names, cfg, device, command=args.argv, log=log, on_model=partial)
+        if args.cross_check and "error" not in res["models"][names[0]]:
+            m = L.default_factory(names[0], args.input_size).to(device)
+            log(f"cross-check {names[0]} against torch.utils.benchmark.Timer")
+            res["cross_check"] = {"model": names[0], **L.cross_check(m, device, 1, args.input_size,
+                                                                     runs=max(5, args.runs // 3))}
+    print(format_table(res))
+    if "cross_check" in res:
+        c = res["cross_check"]
+        print(f"cross-check {c['model']}: ours {c['ours_median_ms']:.3f} ms vs torch.utils.benchmark.Timer "
+              f"{c['timer_median_ms']:.3f} ms (diff {100 * c['rel_diff']:.1f}%)")
+    if args.json:
+        import os
+        from protocols.atomic import write_json
+        write_json(args.json, res)
+        if os.path.exists(args.json + ".partial"):
+            os.unlink(args.json + ".partial")
+        print(f"wrote {args.json}", file=sys.stderr)
+    failed = [n for n, m in res["models"].items() if "error" in m]
+    if failed:
+        print(f"fibrobench latency: {len(failed)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
