@@ -185,7 +185,7 @@ def metric_check(model: str, metric: str, base: dict, cur: dict | None, abs_tol:
     elif drop > abs_tol:
         status, msg = "warn", f"worse by {drop:.4f}: beyond abs tol {abs_tol:.4f} but inside the baseline CI arm {arm:.4f}"
     else:
-        status, msg = "pass", f"change {-drop:+.4f} (tolerance {tol:.4f})"
+        status, msg = "pass", f"change {c - b:+.4f} (tolerance {tol:.4f})"
     return _check(name, "metric", model, status, b, c, limit, msg)
 
 
