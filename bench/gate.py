@@ -37,9 +37,9 @@ BASELINE_SCHEMA = "fibrobench.gate-baseline/1"
 RESULT_SCHEMA = "fibrobench.gate/1"
 HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "micro_f1", "kappa",
                     "cohen_kappa", "quadratic_kappa", "qwk", "linear_kappa", "macro_auc", "macro_auroc",
-                    "auroc", "auc", "mcc", "macro_precision", "macro_recall", "macro_sensitivity",
+                    "auroc", "auroc_macro", "auc", "mcc", "macro_precision", "macro_recall", "macro_sensitivity",
                     "macro_specificity"}
-LOWER_IS_BETTER = {"ece", "brier", "log_loss", "nll", "mae", "error_rate"}
+LOWER_IS_BETTER = {"ece", "brier", "log_loss", "nll", "mae", "mae_stage", "error_rate", "error_ge2_rate"}
 DEFAULTS = {"metric_tol": 0.01, "ci_scale": 1.0, "latency_tol": 20.0, "memory_tol": 10.0}
 
 

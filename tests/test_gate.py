@@ -226,3 +226,20 @@ def test_cli_latency_regression_via_latency_option(tmp_path, summaries):
     bad["schema"] = "x"
     lat.write_text(json.dumps(bad))
     assert cli(["gate", str(new), "--baseline", str(bl), "--latency", str(lat)]) == 2
+
+
+def test_gate_on_fake_runs_with_the_real_summary(tmp_path, monkeypatch):
+    """End to end with reports.summary.summarize_run on the shared fake RUN_DIR helper."""
+    summary = pytest.importorskip("reports.summary")
+    from fake_run import make_fake_run
+    monkeypatch.setattr(G, "_summarize", lambda d: summary.summarize_run(d, n_boot=300, seed=0))
+    base = make_fake_run(tmp_path / "base", models=("resnet50", "resnet50_cbam"))
+    same = make_fake_run(tmp_path / "same", models=("resnet50", "resnet50_cbam"))
+    worse = make_fake_run(tmp_path / "worse", models=("resnet50", "resnet50_cbam"), quality={"resnet50_cbam": 0.3})
+    bl = tmp_path / "bl.json"
+    assert cli(["gate", str(base), "--baseline", str(bl), "--write-baseline"]) == 0
+    assert cli(["gate", str(same), "--baseline", str(bl)]) == 0
+    out = tmp_path / "g.json"
+    assert cli(["gate", str(worse), "--baseline", str(bl), "--json", str(out)]) == 1
+    failed = {c["name"] for c in json.loads(out.read_text())["checks"] if c["status"] == "fail"}
+    assert "metric/resnet50_cbam/accuracy" in failed and not any("/resnet50/" in n for n in failed)
