@@ -243,3 +243,50 @@ def test_gate_on_fake_runs_with_the_real_summary(tmp_path, monkeypatch):
     assert cli(["gate", str(worse), "--baseline", str(bl), "--json", str(out)]) == 1
     failed = {c["name"] for c in json.loads(out.read_text())["checks"] if c["status"] == "fail"}
     assert "metric/resnet50_cbam/accuracy" in failed and not any("/resnet50/" in n for n in failed)
+
+
+# ---------------------------------------------------------------- pytest-benchmark gate (bench/bench_gate.py)
+
+def _bench_json(path, medians, mins=None, brand="Test CPU 9000", count=4):
+    mins = mins or {k: 0.9 * v for k, v in medians.items()}
+    path.write_text(json.dumps({"machine_info": {"machine": "x86_64", "cpu": {"brand_raw": brand, "count": count}},
+                                "commit_info": {"id": "abc"}, "benchmarks": [
+        {"fullname": k, "name": k, "stats": {"median": v, "min": mins[k], "max": 1.2 * v, "mean": v, "iqr": 0.1 * v,
+                                             "q1": 0.95 * v, "q3": 1.05 * v, "rounds": 5, "stddev": 0.05 * v}}
+        for k, v in medians.items()]}))
+    return path
+
+
+def test_bench_gate_rule_needs_median_ratio_and_min_above_old_median():
+    from bench.bench_gate import compare
+    base = {"a": {"median": 1.0, "min": 0.9}}
+    assert compare(base, {"a": {"median": 1.6, "min": 1.2}}, 0.5)[0]["status"] == "regression"
+    assert compare(base, {"a": {"median": 1.6, "min": 0.95}}, 0.5)[0]["status"] == "ok"   # noisy, not slower
+    assert compare(base, {"a": {"median": 1.4, "min": 1.3}}, 0.5)[0]["status"] == "ok"    # within +50 %
+    assert compare(base, {"a": {"median": 0.5, "min": 0.4}}, 0.5)[0]["status"] == "faster"
+    rows = {r["name"]: r["status"] for r in compare(base, {"b": {"median": 1.0, "min": 1.0}}, 0.5)}
+    assert rows == {"a": "missing", "b": "new"}
+
+
+def test_bench_gate_records_then_gates(tmp_path, monkeypatch, capsys):
+    from bench import bench_gate as BG
+    monkeypatch.setattr(BG, "_gpu_name", lambda: None)
+    bl = tmp_path / "baselines"
+    first = _bench_json(tmp_path / "r1.json", {"t::a": 0.010, "t::b": 0.100})
+    assert BG.main([str(first), "--baselines", str(bl)]) == 0
+    assert "no baseline for this machine" in capsys.readouterr().out
+    stored = json.loads((bl / "x86-64-test-cpu-9000-4c.json").read_text())
+    assert stored["schema"] == BG.SCHEMA and stored["benchmarks"]["t::a"]["median"] == 0.010
+    assert BG.main([str(first), "--baselines", str(bl)]) == 0
+    slow = _bench_json(tmp_path / "r2.json", {"t::a": 0.030, "t::b": 0.100})
+    out = tmp_path / "cmp.json"
+    assert BG.main([str(slow), "--baselines", str(bl), "--json", str(out)]) == 1
+    assert json.loads(out.read_text())["regressions"] == 1
+    assert BG.main([str(slow), "--baselines", str(bl), "--threshold", "3"]) == 0
+    other = _bench_json(tmp_path / "r3.json", {"t::a": 0.030}, brand="Other CPU")
+    assert BG.main([str(other), "--baselines", str(bl)]) == 0        # another machine: records its own
+    assert (bl / "x86-64-other-cpu-4c.json").exists()
+    assert BG.main([str(slow), "--baselines", str(bl), "--update"]) == 0
+    assert BG.main([str(slow), "--baselines", str(bl)]) == 0
+    (tmp_path / "bad.json").write_text("[]")
+    assert BG.main([str(tmp_path / "bad.json"), "--baselines", str(bl)]) == 2

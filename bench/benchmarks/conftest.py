@@ -1,0 +1,31 @@
+"""Shared fixtures of the pytest-benchmark suite (run with `pytest bench/benchmarks`; not part of `tests/`)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# one thread: timings are then about the code, not about how busy the other cores are
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A tiny synthetic dataset (5 patients, 96x72 frames), written once per session."""
+    synth = pytest.importorskip("protocols.synth")
+    out = tmp_path_factory.mktemp("synth")
+    synth.generate_dataset(out, n_patients=5, seed=0, size=(96, 72))
+    return out

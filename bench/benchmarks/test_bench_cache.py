@@ -1,0 +1,15 @@
+"""Benchmark: reading the decoded-image cache (the second call of protocols.cache.load_images)."""
+from __future__ import annotations
+
+import pytest
+
+cache = pytest.importorskip("protocols.cache")
+data = pytest.importorskip("protocols.data")
+
+
+def test_bench_cache_warm_read(benchmark, synth_dir, tmp_path):
+    df = data.load_manifest(synth_dir)
+    first = cache.load_images(df, 64, cache_dir=tmp_path)          # fills the cache
+    again = benchmark(cache.load_images, df, 64, cache_dir=tmp_path)
+    assert again.shape == first.shape == (len(df), 3, 64, 64)
+    assert bool((again == first).all())
