@@ -1,0 +1,282 @@
+"""Load and validate a dataset (ImageFolder F0..F4 or a manifest CSV) into the one manifest table everything uses.
+
+Rules (each violation raises protocols.errors.BadInput naming the file and the field):
+- A directory is read through its `manifest.csv` when it has one (patient IDs live there), else as an ImageFolder:
+  class folders F0..F4 (case-insensitive), searched recursively. Hidden files and folders (name starting with
+  "."; e.g. .DS_Store, .fibrobench-cache) and the OS clutter files Thumbs.db / desktop.ini / __MACOSX are ignored.
+  Other files at the top level (README, synth.json, ...) are ignored; an image file at the top level, an unknown
+  folder, two folders for one class, a missing or empty class, or a non-image file inside a class folder is an error.
+- A manifest CSV needs columns `path` and `label` (patient_id, site, device optional; names case-insensitive).
+  Paths are relative to the CSV's folder (absolute paths allowed). Labels: F0..F4 (any case) or 0..4.
+  Errors: malformed CSV, missing column, no rows, empty path, unknown label, duplicate path, missing file,
+  non-image file, empty patient_id (when the column exists), a label contradicting an F0..F4 folder in the path,
+  a class without images.
+- Every image's header is checked at load (PIL open + verify: PNG chunk CRCs, truncation); the full decode happens
+  in protocols.cache, which raises BadInput for corrupt pixel data too.
+- Images of any PIL mode are accepted; protocols.cache converts them (16-bit scaled by 255/65535, alpha dropped,
+  palette expanded, grey replicated to 3 channels).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from protocols.atomic import sha256_of
+from protocols.errors import BadInput
+
+CLASS_NAMES = ("F0", "F1", "F2", "F3", "F4")
+COLUMNS = ("image_id", "path", "label", "label_name", "patient_id", "site", "device")
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
+IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
+MANIFEST_NAME = "manifest.csv"
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+
+
+def is_ignored(name: str) -> bool:
+    """Hidden files/folders and OS clutter that never count as data."""
+    return name.startswith(".") or name.lower() in IGNORED_NAMES
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def parse_label(value) -> int | None:
+    """'F3', 'f3', '3' or 3 -> 3; anything else -> None."""
+    s = str(value).strip().upper()
+    if s in CLASS_NAMES:
+        return CLASS_NAMES.index(s)
+    if s.isdigit() and int(s) < len(CLASS_NAMES):
+        return int(s)
+    return None
+
+
+# ---------------------------------------------------------------- content hashes (memoised per process)
+
+_HASHES: dict[tuple, str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes, memoised on (path, size, mtime, ctime, inode) so a process hashes each file once."""
+    import hashlib
+
+    p = os.path.abspath(path)
+    try:
+        st = os.stat(p)
+        key = (p, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        with _HASH_LOCK:
+            hit = _HASHES.get(key)
+        if hit is not None:
+            return hit
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise BadInput(p, "file", f"cannot read: {exc.strerror or exc}") from None
+    digest = h.hexdigest()
+    with _HASH_LOCK:
+        _HASHES[key] = digest
+    return digest
+
+
+def hash_files(paths, workers: int = DEFAULT_WORKERS) -> list[str]:
+    """file_sha256 of many files, in order, using threads (hashlib releases the GIL)."""
+    paths = list(paths)
+    if workers <= 1 or len(paths) < 8:
+        return [file_sha256(p) for p in paths]
+    with ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(file_sha256, paths, chunksize=16))
+
+
+def data_fingerprint(df: pd.DataFrame, workers: int = DEFAULT_WORKERS) -> str:
+    """sha256 over (image_id, content sha256, label) of every image, in image_id order."""
+    d = df.sort_values("image_id", kind="stable")
+    hashes = hash_files(d["path"], workers)
+    return sha256_of([[i, h, int(lab)] for i, h, lab in zip(d["image_id"], hashes, d["label"])])
+
+
+# ---------------------------------------------------------------- image header check
+
+
+def verify_image(path) -> None:
+    """Open and verify an image's header/structure (fast; no full decode). BadInput if unreadable."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise BadInput(path, "image", f"unreadable or corrupt image ({type(exc).__name__}: {exc})") from None
+
+
+def _verify_all(paths, workers: int) -> None:
+    paths = list(paths)
+    if workers <= 1 or len(paths) < 8:
+        for p in paths:
+            verify_image(p)
+        return
+    with ThreadPoolExecutor(workers) as ex:
+        list(ex.map(verify_image, paths, chunksize=16))
+
+
+# ---------------------------------------------------------------- ImageFolder
+
+
+def _scan_folder(root: Path) -> list[tuple[str, int]]:
+    classes: dict[int, Path] = {}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if is_ignored(entry.name):
+            continue
+        if entry.is_dir():
+            k = parse_label(entry.name) if entry.name.upper() in CLASS_NAMES else None
+            if k is None:
+                raise BadInput(entry.path, "folder",
+                               f"unknown class folder {entry.name!r}; expected {', '.join(CLASS_NAMES)}")
+            if k in classes:
+                raise BadInput(entry.path, "folder", f"second folder for class {CLASS_NAMES[k]} "
+                                                     f"(also {classes[k].name!r})")
+            classes[k] = Path(entry.path)
+        elif is_image_name(entry.name):
+            raise BadInput(entry.path, "folder", "image outside a class folder (put it in F0..F4)")
+    rows = []
+    for k, name in enumerate(CLASS_NAMES):
+        if k not in classes:
+            raise BadInput(root, "folder", f"missing class folder {name}")
+        n = 0
+        for dirpath, dirnames, filenames in os.walk(classes[k]):
+            dirnames[:] = sorted(d for d in dirnames if not is_ignored(d))
+            for fn in sorted(filenames):
+                if is_ignored(fn):
+                    continue
+                full = os.path.join(dirpath, fn)
+                if not is_image_name(fn):
+                    raise BadInput(full, "file", f"not an image file (extension {Path(fn).suffix or 'none'!r})")
+                rows.append((full, k))
+                n += 1
+        if n == 0:
+            raise BadInput(classes[k], "label", f"class {name} has no images")
+    return rows
+
+
+# ---------------------------------------------------------------- manifest CSV
+
+
+def _read_csv(csv_path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(csv_path, None, f"malformed CSV: {msg}") from None
+    except OSError as exc:
+        raise BadInput(csv_path, None, f"cannot read: {exc.strerror or exc}") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    if len(set(df.columns)) != len(df.columns):
+        raise BadInput(csv_path, "columns", f"duplicate column names: {list(df.columns)}")
+    for col in ("path", "label"):
+        if col not in df.columns:
+            raise BadInput(csv_path, "columns", f"missing required column {col!r} (have: {', '.join(df.columns)})")
+    if len(df) == 0:
+        raise BadInput(csv_path, None, "no rows")
+    return df
+
+
+def _from_csv(csv_path: Path):
+    df = _read_csv(csv_path)
+    base = os.path.abspath(csv_path.parent)
+    rows, seen = [], {}
+    has_pid = "patient_id" in df.columns
+    for i, rec in enumerate(df.to_dict("records")):
+        line = i + 2
+        raw = str(rec["path"]).strip()
+        if not raw:
+            raise BadInput(csv_path, f"path (line {line})", "empty path")
+        full = os.path.normpath(raw if os.path.isabs(raw) else os.path.join(base, raw))
+        k = parse_label(rec["label"])
+        if k is None:
+            raise BadInput(csv_path, f"label (line {line})",
+                           f"unknown label {rec['label']!r}; expected {', '.join(CLASS_NAMES)} or 0..4")
+        if full in seen:
+            raise BadInput(csv_path, f"path (line {line})", f"duplicate path {raw!r} (also line {seen[full]})")
+        seen[full] = line
+        if not is_image_name(full):
+            raise BadInput(csv_path, f"path (line {line})", f"not an image file: {raw!r}")
+        if not os.path.isfile(full):
+            raise BadInput(csv_path, f"path (line {line})", f"file not found: {raw!r}")
+        first = Path(raw).parts[0].upper() if not os.path.isabs(raw) and Path(raw).parts else ""
+        if first in CLASS_NAMES and CLASS_NAMES.index(first) != k:
+            raise BadInput(csv_path, f"label (line {line})",
+                           f"{CLASS_NAMES[k]} but the file is in folder {Path(raw).parts[0]!r}")
+        pid = str(rec["patient_id"]).strip() if has_pid else None
+        if has_pid and not pid:
+            raise BadInput(csv_path, f"patient_id (line {line})",
+                           "empty; give every row a patient_id or leave the column out")
+        site = str(rec.get("site", "")).strip() or None
+        device = str(rec.get("device", "")).strip() or None
+        rows.append((full, k, pid, site, device))
+    counts = np.bincount([r[1] for r in rows], minlength=len(CLASS_NAMES))
+    for k, n in enumerate(counts):
+        if n == 0:
+            raise BadInput(csv_path, "label", f"class {CLASS_NAMES[k]} has no images")
+    root = base
+    if any(not r[0].startswith(base + os.sep) for r in rows):   # absolute paths elsewhere: their common folder
+        root = os.path.commonpath([base] + [os.path.dirname(r[0]) for r in rows])
+    return rows, Path(root)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def load_manifest(path, verify: bool = True, workers: int = DEFAULT_WORKERS) -> pd.DataFrame:
+    """The dataset at `path` (ImageFolder dir, dir with manifest.csv, or a CSV) as the canonical manifest table.
+
+    Columns (docs/contracts.md): image_id (posix path relative to the data root), path (absolute), label (0..4),
+    label_name, patient_id, site, device (str or None), sorted by image_id; df.attrs["root"] is the data root and
+    df.attrs["source"] is "imagefolder" or the CSV path.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BadInput(p, None, "does not exist")
+    if p.is_dir():
+        csv_path = p / MANIFEST_NAME
+        if csv_path.is_file():
+            rows, root = _from_csv(csv_path)
+            source = os.path.abspath(csv_path)
+        else:
+            root = Path(os.path.abspath(p))
+            rows = [(f, k, None, None, None) for f, k in _scan_folder(root)]
+            source = "imagefolder"
+    elif p.suffix.lower() in (".csv", ".tsv", ".txt"):
+        rows, root = _from_csv(p)
+        source = os.path.abspath(p)
+    else:
+        raise BadInput(p, None, "expected a dataset folder (F0..F4 or with manifest.csv) or a manifest .csv file")
+
+    recs = []
+    for full, k, pid, site, device in rows:
+        absp = os.path.abspath(full)
+        recs.append({"image_id": Path(os.path.relpath(absp, root)).as_posix(), "path": absp, "label": k,
+                     "label_name": CLASS_NAMES[k], "patient_id": pid, "site": site, "device": device})
+    df = pd.DataFrame(recs, columns=list(COLUMNS))
+    dup = df["image_id"].duplicated(keep=False)
+    if dup.any():
+        raise BadInput(source, "path", f"two rows name the same file: {df.loc[dup, 'image_id'].iloc[0]!r}")
+    df = df.sort_values("image_id", kind="stable").reset_index(drop=True)
+    df["label"] = df["label"].astype(np.int64)
+    df = df.astype({"patient_id": object, "site": object, "device": object})
+    if verify:
+        _verify_all(df["path"], workers)
+    df.attrs["root"] = str(root)
+    df.attrs["source"] = source
+    return df
+
+
+def class_counts(df: pd.DataFrame) -> list[int]:
+    """Images per class, F0..F4."""
+    return np.bincount(df["label"].to_numpy(), minlength=len(CLASS_NAMES)).astype(int).tolist()
