@@ -6,8 +6,7 @@ prediction) so the bootstrap can evaluate 10,000 resampled matrices at once.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix as _sk_confusion
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 # hepatology cut-offs: significant fibrosis (>=F2), advanced fibrosis (>=F3), cirrhosis (F4)
 CUTOFFS = {">=F2": 2, ">=F3": 3, "F4": 4}
@@ -21,7 +20,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
-    return _sk_confusion(y_true, y_pred, labels=np.arange(n_classes)).astype(np.int64)
+    """Counts [C, C], rows = true class, columns = predicted class (as sklearn.metrics.confusion_matrix)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if len(y_true) and (min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= n_classes):
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 def _div(a, b):
@@ -98,6 +102,17 @@ def from_confusion(cm: np.ndarray) -> dict:
         }
 
 
+def auroc_binary(y_bin, scores) -> float:
+    """AUROC as the Mann-Whitney statistic with midranks for ties (equals sklearn's roc_auc_score); NaN if one class."""
+    y_bin = np.asarray(y_bin).astype(bool)
+    m = int(y_bin.sum())
+    n = len(y_bin) - m
+    if m == 0 or n == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[y_bin].sum() - m * (m + 1) / 2) / (m * n))
+
+
 def auroc_ovr(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """One-vs-rest AUROC per class (NaN for a class absent from, or the only class in, y_true)."""
     y_true = np.asarray(y_true)
@@ -105,7 +120,7 @@ def auroc_ovr(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
     for k in range(probs.shape[1]):
         pos = y_true == k
         if 0 < pos.sum() < len(y_true):
-            out[k] = roc_auc_score(pos, probs[:, k])
+            out[k] = auroc_binary(pos, probs[:, k])
     return out
 
 
@@ -118,7 +133,7 @@ def auroc_cutoffs(y_true: np.ndarray, probs: np.ndarray) -> dict:
     out = {}
     for name, stage in CUTOFFS.items():
         pos = np.asarray(y_true) >= stage
-        out[name] = roc_auc_score(pos, cutoff_scores(probs, stage)) if 0 < pos.sum() < len(pos) else float("nan")
+        out[name] = auroc_binary(pos, cutoff_scores(probs, stage))
     return out
 
 

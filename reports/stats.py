@@ -33,20 +33,24 @@ def group_codes(groups) -> np.ndarray:
     return out
 
 
-def bootstrap_weights(n_clusters: int, n_boot: int = 10_000, seed: int = 0) -> np.ndarray:
+def bootstrap_weights(n_clusters: int, n_boot: int = 10_000, seed: int = 0, chunk: int = 256) -> np.ndarray:
     """How often each cluster is drawn in each resample: [n_boot, n_clusters] counts (clusters drawn with replacement)."""
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
-    flat = (draws + (np.arange(n_boot) * n_clusters)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n_clusters).reshape(n_boot, n_clusters).astype(np.float32)
+    out = np.empty((n_boot, n_clusters), dtype=np.float32)
+    for start in range(0, n_boot, chunk):  # chunks keep the bincount in cache
+        rows = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_clusters, size=(rows, n_clusters), dtype=np.int64)
+        flat = (draws + (np.arange(rows) * n_clusters)[:, None]).ravel()
+        out[start:start + rows] = np.bincount(flat, minlength=rows * n_clusters).reshape(rows, n_clusters)
+    return out
 
 
 def cluster_sums(values: np.ndarray, codes: np.ndarray, n_clusters: int) -> np.ndarray:
     """Sum a per-item array [N, ...] within clusters -> [G, ...]."""
     values = np.asarray(values, dtype=np.float64)
-    out = np.zeros((n_clusters,) + values.shape[1:])
-    np.add.at(out, codes, values)
-    return out
+    flat = values.reshape(len(values), -1)
+    out = np.stack([np.bincount(codes, weights=flat[:, k], minlength=n_clusters) for k in range(flat.shape[1])], 1)
+    return out.reshape((n_clusters,) + values.shape[1:])
 
 
 def bootstrap_confusions(y_true, y_pred, codes, weights: np.ndarray, n_classes: int) -> np.ndarray:

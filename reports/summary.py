@@ -70,8 +70,8 @@ def _boot_mean(values, codes, weights):
     return num / np.maximum(den, 1)
 
 
-def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tuple[dict, np.ndarray | None]:
-    """Every metric with value, 95 % CI and method; also returns the bootstrap confusion matrices."""
+def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tuple[dict, dict]:
+    """Every metric with value, 95 % CI and method; also returns the bootstrap replicates of the confusion metrics."""
     y = np.asarray(y)
     n_classes = len(class_names)
     point = M.classification_report(y, probs, class_names)
@@ -142,7 +142,7 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
     out["confusion"] = point["confusion"]
     out["n"] = int(len(y))
     out["n_clusters"] = int(len(np.unique(codes)))
-    return out, boot_cm
+    return out, boot
 
 
 def _auroc_entry(r):
@@ -188,8 +188,8 @@ def _compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val):
         va = float(M.from_confusion(M.confusion(ya, pa, n_classes))[name])
         vb = float(M.from_confusion(M.confusion(yb, pb, n_classes))[name])
         entry = {"value": _f(va - vb), "a": _f(va), "b": _f(vb)}
-        if boot_cms.get(a) is not None and boot_cms.get(b) is not None:
-            d = M.from_confusion(boot_cms[a])[name] - M.from_confusion(boot_cms[b])[name]
+        if boot_cms.get(a) and boot_cms.get(b):
+            d = boot_cms[a][name] - boot_cms[b][name]
             entry.update(ci=_ci(*S.percentile_ci(d)),
                          method=("paired cluster bootstrap percentile" if clusters.clustered
                                  else "paired bootstrap percentile"))
@@ -244,7 +244,7 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
     if run.splits is None:
         warnings.append("splits.json missing: images treated as independent (no patient clusters)")
     clusters = _Clusters(test_ids, groups, n_boot, seed)
-    models, ens, boot_cms, fold_val = {}, {}, {}, {}
+    models, ens, boot_cms, fold_val, oof_clusters = {}, {}, {}, {}, {}
     for m in names:
         mr = run.models[m]
         e = mr.ensemble
@@ -261,8 +261,11 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
         entry["folds"] = fold_val[m]
         entry["folds_holdout"] = _fold_scores(mr.folds, "test", run.class_names)
         if mr.oof is not None:
-            oc = _Clusters(list(mr.oof["ids"]), groups, n_boot, seed + 1)
-            entry["oof"], _ = metric_block(mr.oof["labels"], mr.oof["probs"], oc.codes, oc.weights,
+            key = tuple(sorted(mr.oof["ids"]))
+            if key not in oof_clusters:  # every model's OOF covers the same trainval images: draw once
+                oof_clusters[key] = _Clusters(sorted(mr.oof["ids"]), groups, n_boot, seed + 1)
+            oc = oof_clusters[key]
+            entry["oof"], _ = metric_block(mr.oof["labels"], mr.oof["probs"], oc.codes_for(mr.oof["ids"]), oc.weights,
                                            run.class_names, oc.clustered)
             entry["oof"]["source"] = mr.oof_source
         else:
@@ -279,7 +282,7 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
         for (c, t), p in zip(found, S.holm([t["p"] if t["p"] is not None else float("nan") for _, t in found])):
             t["p_holm"] = _f(p)
     weights_info = {m: (run.run.get("models", {}).get(m) or {}).get("weights") or {} for m in run.models}
-    return {
+    return jsonable({
         "schema": SCHEMA,
         "run_dir": str(run.path),
         "class_names": run.class_names,
@@ -302,7 +305,24 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
         "comparisons": comps,
         "efficiency": _efficiency(run),
         "warnings": warnings,
-    }
+    })
+
+
+def jsonable(obj):
+    """Plain JSON types only: numpy scalars/arrays converted, NaN and inf become None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _f(obj)
+    return obj
 
 
 def summarize_run(run_dir, n_boot: int = 10_000, seed: int = 0) -> dict:

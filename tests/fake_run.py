@@ -130,7 +130,8 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
                      labels=labels[o_idx].astype(np.int64))
 
     if write_leakage:
-        leak = {"schema": "fibrobench.leakage/1", "verdict": "pass" if level == "patient" else "fail",
+        leak = {"schema": "fibrobench.leakage/1", "verdict": "clean" if level == "patient" else "leak",
+                "reasons": [] if level == "patient" else ["7 patients in both trainval and test"],
                 "patient_overlap": {"n_patients_shared": 0 if level == "patient" else 7, "pairs": []},
                 "near_duplicates": {"n_pairs_across": 0, "pairs": []}, "probe": {"accuracy": 0.3, "chance": 0.2},
                 "clusters": {i: groups[n] for n, i in enumerate(ids)}}

@@ -1,0 +1,198 @@
+"""Render one self-contained HTML report of a run (jinja2 autoescape, inline CSS and SVG, no JavaScript needed)."""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import jinja2
+
+from reports import figures
+from reports.rundir import Run, load_run
+from reports.summary import summarize_loaded
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+PERCENT = {"accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall",
+           "macro_specificity", "error_ge2_rate", "recall", "specificity", "precision", "npv", "f1", "sensitivity"}
+HEADLINE = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc."), ("macro_f1", "Macro F1"),
+            ("weighted_f1", "Weighted F1"), ("kappa", "Cohen's κ"), ("qwk", "Quadratic κ"),
+            ("auroc_macro", "AUROC (macro OvR)"), ("mae_stage", "Mean |stage error|"),
+            ("error_ge2_rate", "Errors ≥ 2 stages")]
+
+
+def _fmt(value, metric: str = "", digits: int | None = None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if metric in PERCENT:
+        return f"{100 * value:.{2 if digits is None else digits}f} %"
+    return f"{value:.{3 if digits is None else digits}f}"
+
+
+def _fmt_ci(ci, metric: str = "") -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return ""
+    if metric in PERCENT:
+        return f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _fmt_p(p) -> str:
+    if p is None or (isinstance(p, float) and not math.isfinite(p)):
+        return "—"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 2 ** 20:.0f} MiB"
+
+
+def _fmt_big(n) -> str:
+    if n is None:
+        return "—"
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n:g}"
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(fmt=_fmt, ci=_fmt_ci, p=_fmt_p, mib=_fmt_bytes, big=_fmt_big,
+                       tojson_pretty=lambda o: json.dumps(o, indent=2, sort_keys=True, default=str))
+    return env
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _shade(cm):
+    """Row-normalised confusion matrix with a background alpha for each cell."""
+    rows = []
+    for r in cm:
+        tot = sum(r) or 1
+        rows.append([{"n": v, "alpha": round(v / tot, 3)} for v in r])
+    return rows
+
+
+def _verdict(run: Run, summary: dict, leakage: dict | None, claims_audit: dict | None) -> list[str]:
+    lines = []
+    models = summary["models"]
+    if models:
+        best = max(models, key=lambda m: models[m]["ensemble"]["accuracy"]["value"] or -1)
+        acc = models[best]["ensemble"]["accuracy"]
+        lines.append(f"Best holdout accuracy: {best} {_fmt(acc['value'], 'accuracy')} "
+                     f"(95 % CI {_fmt_ci(acc['ci'], 'accuracy')}, {acc['method']}) on {summary['n_test']} images "
+                     f"from {summary['clusters']['n_test_clusters']} clusters.")
+    else:
+        lines.append("No model has a completed holdout ensemble: nothing was scored.")
+    for c in summary["comparisons"]:
+        d = c["holdout_diff"]["accuracy"]
+        lines.append(f"{c['model']} − {c['baseline']}: accuracy {_fmt(d['value'], 'accuracy')} "
+                     f"(CI {_fmt_ci(d.get('ci'), 'accuracy')}), McNemar p = {_fmt_p(c['mcnemar']['p'])} "
+                     f"(Holm {_fmt_p(c['mcnemar'].get('p_holm'))}).")
+    if leakage:
+        lines.append(f"Leakage audit verdict: {leakage.get('verdict', 'unknown')}.")
+    else:
+        lines.append("Leakage audit: leakage.json is missing.")
+    if claims_audit:
+        v = claims_audit.get("verdict") or claims_audit.get("summary", {}).get("verdict")
+        if v:
+            lines.append(f"Claims audit verdict: {v}.")
+    if summary["level"]:
+        lines.append(f"Split level: {summary['level']} (images are grouped by "
+                     f"{summary['clusters']['source']}).")
+    return lines
+
+
+def build_context(run: Run, summary: dict, claims_audit: dict | None = None, claims_note: str | None = None) -> dict:
+    """Everything the template needs, computed here so the template stays declarative."""
+    prov = run.run.get("provenance") or {}
+    splits = run.splits or {}
+    cc = splits.get("class_counts") or {}
+    partitions = {"trainval": cc.get("trainval"), "test": cc.get("test")}
+    fold_counts = [{"fold": n, **f} for n, f in enumerate(cc.get("folds") or [])]
+    models = summary["models"]
+    eff = summary["efficiency"]
+    lat_points = []
+    for m, e in eff.items():
+        fp32 = e.get("fp32") or {}
+        acc = (models.get(m) or {}).get("ensemble", {}).get("accuracy", {})
+        lat_points.append({"name": m, "latency_ms": fp32.get("p50_ms"), "acc": acc.get("value"),
+                           "lo": (acc.get("ci") or [None])[0], "hi": (acc.get("ci") or [None, None])[1]})
+    curves = {m: {f.fold: [(r.get("epoch"), r.get("val_acc")) for r in (f.history or [])
+                           if isinstance(r.get("val_acc"), float)] for f in mr.folds}
+              for m, mr in run.models.items()}
+    leakage_view = None
+    if run.leakage is not None and _has_module("reports.leakage_view"):
+        from reports.leakage_view import leakage_section
+        leakage_view = leakage_section(run.leakage)
+    protocol = run.run.get("protocol") or {}
+    random_init = summary["random_init"]
+    return {
+        "title": f"fibrobench report — {run.path.name}",
+        "generated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(run.path),
+        "run": run.run,
+        "summary": summary,
+        "smoke": summary["smoke"],
+        "random_init": random_init,
+        "verdict": _verdict(run, summary, run.leakage, claims_audit),
+        "prov": prov,
+        "protocol": protocol,
+        "class_names": run.class_names,
+        "partitions": partitions,
+        "fold_counts": fold_counts,
+        "fig_classes": figures.class_distribution_figure(run.class_names, partitions),
+        "leakage": run.leakage,
+        "leakage_view": leakage_view,
+        "has_leakage_template": (TEMPLATES / "leakage.html.j2").exists(),
+        "headline": HEADLINE,
+        "models": models,
+        "confusions": {m: _shade(v["ensemble"]["confusion"]) for m, v in models.items()},
+        "comparisons": summary["comparisons"],
+        "fig_reliability": figures.reliability_figure({m: v["ensemble"]["reliability"] for m, v in models.items()}),
+        "efficiency": eff,
+        "fig_latency": figures.accuracy_latency_figure(lat_points),
+        "fig_curves": figures.training_curves_figure(curves),
+        "latency_device": (run.latency or {}).get("device"),
+        "claims_audit": claims_audit,
+        "claims_note": claims_note,
+        "has_claims_template": (TEMPLATES / "claims.html.j2").exists(),
+        "tuning": {"grid": protocol.get("grid"), "variant": protocol.get("variant")}
+        if protocol.get("grid") or protocol.get("variant") else None,
+    }
+
+
+def render_html(context: dict, template: str = "report.html.j2") -> str:
+    env = environment()
+    css = (TEMPLATES / "base.css").read_text(encoding="utf-8")
+    return env.get_template(template).render(css=css, **context)
+
+
+def claims_for(claims_path, run_dir) -> tuple[dict | None, str | None]:
+    """The claims audit when asked for and available, else a note saying why not."""
+    if claims_path is None:
+        return None, "No claims file was given (--claims CLAIMS.yaml)."
+    if not _has_module("reports.claims"):
+        return None, "The claims audit module (reports.claims) is not available in this installation."
+    from reports.claims import audit_claims
+    return audit_claims(claims_path, run_dir), None
+
+
+def render_report(run_dir, out_path=None, claims_path=None, n_boot: int = 10_000, seed: int = 0,
+                  summary: dict | None = None) -> tuple[str, dict]:
+    """Summarise RUN_DIR (unless a summary is given) and return (html, summary); the caller writes the file."""
+    run = load_run(run_dir)
+    if summary is None:
+        summary = summarize_loaded(run, n_boot=n_boot, seed=seed)
+    audit, note = claims_for(claims_path, run_dir)
+    return render_html(build_context(run, summary, audit, note)), summary
