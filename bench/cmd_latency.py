@@ -151,3 +151,17 @@ def main(args) -> int:
         print(f"fibrobench latency: {len(failed)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":  # `python -m bench.cmd_latency ...`: this command alone, without the other commands' imports
+    import argparse
+
+    _p = argparse.ArgumentParser(prog="fibrobench latency", description=DESCRIPTION)
+    add_arguments(_p)
+    _a = _p.parse_args()
+    _a.argv = ["latency", *sys.argv[1:]]
+    try:
+        sys.exit(main(_a))
+    except BadInput as _e:
+        print(f"fibrobench latency: error: {_e}", file=sys.stderr)
+        sys.exit(2)
