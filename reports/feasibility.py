@@ -8,6 +8,7 @@ feasibility, and any witness matrix is re-checked with fractions. (The mlscorech
 """
 from __future__ import annotations
 
+import warnings
 from fractions import Fraction
 
 import pulp
@@ -69,6 +70,12 @@ def solve(supports: list[int], per_class: dict[int, dict[str, tuple]] | None = N
     interval for trace/N. Returns {"status": "feasible"|"infeasible"|"unknown", "matrix": [[int]]|None,
     "verified": bool}.
     """
+    with warnings.catch_warnings():  # pulp 3.x announces its 4.0 API on every variable; the 3.x API is what we pin
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _solve(supports, per_class, accuracy, time_limit)
+
+
+def _solve(supports, per_class, accuracy, time_limit) -> dict:
     k = len(supports)
     n = int(sum(supports))
     prob = pulp.LpProblem("confusion_feasibility", pulp.LpMinimize)

@@ -1,0 +1,329 @@
+"""The claims checks on hand-made papers with known answers, against sklearn / scipy / statsmodels references."""
+from __future__ import annotations
+
+import copy
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from statsmodels.stats.weightstats import DescrStatsW
+
+from reports.claims import load_claims, parse_num
+from reports.claims_checks import (audit_claims, check_reproduction, derived_from_counts, grim, paired_t,
+                                   reconstruct)
+
+CLASSES = ["A", "B", "C"]
+# a known confusion matrix (rows = truth) on a 24-image test set
+CM = np.array([[9, 1, 0], [1, 6, 1], [0, 1, 5]])
+
+
+def _labels(cm):
+    y, p = [], []
+    for i in range(len(cm)):
+        for j in range(len(cm)):
+            y += [i] * int(cm[i, j])
+            p += [j] * int(cm[i, j])
+    return np.array(y), np.array(p)
+
+
+def _fmt(x, d=3):
+    return f"{x:.{d}f}"
+
+
+def paper(cm=CM):
+    """A small consistent 'paper': per-class P/R/F1 and counts printed from the matrix by sklearn, plus folds."""
+    y, p = _labels(cm)
+    prec, rec, f1, sup = precision_recall_fscore_support(y, p, labels=range(3), zero_division=0)
+    n = int(cm.sum())
+    per_class, counts = {}, {}
+    for c, name in enumerate(CLASSES):
+        tp = int(cm[c, c])
+        fn = int(cm[c].sum() - tp)
+        fp = int(cm[:, c].sum() - tp)
+        per_class[name] = {"precision": _fmt(prec[c]), "recall": _fmt(rec[c]), "f1": _fmt(f1[c])}
+        counts[name] = {"tp": tp, "fp": fp, "fn": fn, "tn": n - tp - fp - fn}
+    # fold models scored on the same 24-image test set: each accuracy is k/24
+    folds_a = [f"{100 * k / n:.2f}%" for k in (22, 21, 22, 23, 21)]
+    folds_b = [f"{100 * k / n:.2f}%" for k in (20, 19, 20, 18, 19)]
+    a = np.array([float(x[:-1]) for x in folds_a])
+    b = np.array([float(x[:-1]) for x in folds_b])
+    t = stats.ttest_rel(a, b)
+    d = a - b
+    half = stats.t.ppf(0.975, 4) * d.std(ddof=1) / np.sqrt(5)
+    return {
+        "schema": "fibrobench.claims/1",
+        "paper": {"id": "toy", "title": "a toy paper"},
+        "class_names": CLASSES,
+        "sets": {"test": {"source": "T1", "counts": dict(zip(CLASSES, map(int, sup))), "total": n}},
+        "models": {
+            "base": {"run_name": "base", "folds": {"source": "T4", "evaluated_on": "test",
+                                                   "values": {"accuracy": folds_b}}},
+            "prop": {
+                "run_name": "prop",
+                "results": [
+                    {"id": "main", "source": "T3", "kind": "ensemble", "evaluated_on": "test",
+                     "metrics": {"accuracy": f"{100 * accuracy_score(y, p):.2f}%"}, "per_class": per_class},
+                    {"id": "counts", "source": "T6", "kind": "ensemble", "evaluated_on": "test",
+                     "equivalent_to": "main", "counts": counts},
+                ],
+                "folds": {"source": "T4", "evaluated_on": "test", "values": {"accuracy": folds_a}},
+            },
+        },
+        "statistics": [{
+            "id": "pt", "test": "paired_t", "source": "S3", "a": "prop", "b": "base", "metric": "accuracy",
+            "reported": {"n": 5, "mean_a": f"{a.mean():.2f}%", "sd_a": f"{a.std(ddof=1):.2f}%",
+                         "mean_b": f"{b.mean():.2f}%", "sd_b": f"{b.std(ddof=1):.2f}%",
+                         "mean_diff": f"{d.mean():.2f}", "ci": [f"{d.mean() - half:.2f}", f"{d.mean() + half:.2f}"],
+                         "t": f"{t.statistic:.2f}", "p": f"{t.pvalue:.2e}"}}],
+    }
+
+
+def _audit(tmp_path, doc, **kw):
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return audit_claims(path, **kw)
+
+
+def _by_id(audit):
+    return {c["id"]: c for c in audit["checks"]}
+
+
+# ------------------------------------------------------------------------------------------------- GRIM
+def test_grim_known_answers():
+    # N = 20: achievable percentages are multiples of 5 %
+    assert grim(parse_num("55.0%", "t", "k"), 20)["ks"] == [11]
+    assert not grim(parse_num("52.0%", "t", "k"), 20)["achievable"]
+    # N = 28: 14/28 = 50.00 %, 15/28 = 53.57 %, so 51.9 % is impossible and 53.6 % is k = 15
+    assert not grim(parse_num("51.9%", "t", "k"), 28)["achievable"]
+    assert grim(parse_num("53.6%", "t", "k"), 28)["ks"] == [15]
+    assert grim(parse_num("53.57%", "t", "k"), 28)["ks"] == [15]
+    assert not grim(parse_num("53.58%", "t", "k"), 28)["achievable"]
+    # 2/3 printed as 0.666 is a truncation
+    assert not grim(parse_num("0.666", "t", "k"), 3, "round")["achievable"]
+    assert grim(parse_num("0.666", "t", "k"), 3, "truncate")["ks"] == [2]
+
+
+def test_consistent_paper_passes_every_check(tmp_path):
+    audit = _audit(tmp_path, paper())
+    failed = [c["id"] for c in audit["checks"] if c["status"] == "fail"]
+    assert failed == []
+    assert audit["verdict"] == "consistent"
+    ids = _by_id(audit)
+    assert ids["ip.main"]["status"] == "pass"
+    assert ids["reconstruct.main"]["status"] == "pass"
+    assert ids["grim.main.accuracy"]["values"]["k"] == [20]
+
+
+def test_impossible_accuracy_fails_grim_and_the_integer_program(tmp_path):
+    doc = paper()
+    doc["models"]["prop"]["results"][0]["metrics"]["accuracy"] = "84.00%"  # 20/24 = 83.33 %, 21/24 = 87.50 %
+    ids = _by_id(_audit(tmp_path, doc))
+    assert ids["grim.main.accuracy"]["status"] == "fail"
+    assert ids["ip.main"]["status"] == "fail"
+    assert ids["derived.main.accuracy"]["status"] == "fail"
+
+
+def test_fold_accuracy_not_achievable_on_the_test_set(tmp_path):
+    doc = paper()
+    doc["models"]["prop"]["folds"]["values"]["accuracy"][0] = "90.00%"  # between 21/24 and 22/24
+    ids = _by_id(_audit(tmp_path, doc))
+    assert ids["grim.prop.fold1.accuracy"]["status"] == "fail"
+
+
+# ------------------------------------------------------------------------------------- derived metrics
+def test_derived_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 300)
+    p = np.where(rng.random(300) < 0.7, y, rng.integers(0, 4, 300))
+    cm = confusion_matrix(y, p, labels=range(4))
+    names = ["a", "b", "c", "d"]
+    n = cm.sum()
+    counts = {}
+    for c, name in enumerate(names):
+        tp = int(cm[c, c])
+        fn = int(cm[c].sum() - tp)
+        fp = int(cm[:, c].sum() - tp)
+        counts[name] = {"tp": tp, "fp": fp, "fn": fn, "tn": int(n - tp - fp - fn)}
+    d = derived_from_counts(counts, names)
+    prec, rec, f1, _ = precision_recall_fscore_support(y, p, labels=range(4))
+    for c, name in enumerate(names):
+        assert float(d["per_class"][name]["precision"]) == pytest.approx(prec[c])
+        assert float(d["per_class"][name]["recall"]) == pytest.approx(rec[c])
+        assert float(d["per_class"][name]["f1"]) == pytest.approx(f1[c])
+        neg = y != c
+        assert float(d["per_class"][name]["specificity"]) == pytest.approx(np.mean(p[neg] != c))
+        pred_neg = p != c
+        assert float(d["per_class"][name]["npv"]) == pytest.approx(np.mean(y[pred_neg] != c))
+    assert float(d["accuracy"]) == pytest.approx(accuracy_score(y, p))
+    for avg in ("macro", "weighted"):
+        ps, rs, fs, _ = precision_recall_fscore_support(y, p, average=avg)
+        assert float(d[f"{avg}_precision"]) == pytest.approx(ps)
+        assert float(d[f"{avg}_recall"]) == pytest.approx(rs)
+        assert float(d[f"{avg}_f1"]) == pytest.approx(fs)
+
+
+def test_misprinted_precision_and_inconsistent_counts_are_caught(tmp_path):
+    doc = paper()
+    doc["models"]["prop"]["results"][0]["per_class"]["B"]["precision"] = "0.800"  # true 6/8 = 0.750
+    doc["models"]["prop"]["results"][1]["counts"]["C"]["tn"] += 1                  # no longer sums to N
+    ids = _by_id(_audit(tmp_path, doc))
+    assert ids["derived.main.B.precision"]["status"] == "fail"
+    assert ids["derived.main.counts_total"]["status"] == "fail"
+    assert ids["reconstruct.main"]["status"] == "fail"
+    assert ids["f1.main.B"]["status"] == "fail"  # F1 no longer the harmonic mean of the printed P and R
+
+
+def test_truncated_values_fail_under_rounding_and_pass_under_truncation(tmp_path):
+    doc = paper(np.array([[2, 1, 0], [0, 3, 0], [0, 0, 3]]))
+    doc["models"]["prop"]["results"][0]["per_class"]["A"]["recall"] = "0.666"  # 2/3 truncated
+    audit = _audit(tmp_path, doc)
+    c = _by_id(audit)["derived.main.A.recall"]
+    assert c["status"] == "fail" and "truncated" in c["reason"]
+    assert _by_id(_audit(tmp_path, doc, rounding="either"))["derived.main.A.recall"]["status"] == "pass"
+
+
+def test_reconstruction_recovers_the_true_counts():
+    prec, rec, f1, sup = precision_recall_fscore_support(*_labels(CM), labels=range(3))
+    per = {n: {"precision": parse_num(_fmt(prec[c]), "t", "k"), "recall": parse_num(_fmt(rec[c]), "t", "k"),
+               "f1": parse_num(_fmt(f1[c]), "t", "k")} for c, n in enumerate(CLASSES)}
+    res = reconstruct(per, [int(s) for s in sup], CLASSES)
+    for c, n in enumerate(CLASSES):
+        truth = (int(CM[c, c]), int(CM[:, c].sum() - CM[c, c]))
+        assert truth in res["candidates"][n]
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def test_paired_t_matches_scipy_and_statsmodels():
+    rng = np.random.default_rng(1)
+    a = rng.normal(0.9, 0.01, 7)
+    b = a - rng.normal(0.05, 0.01, 7)
+    r = paired_t(a, b)
+    ref = stats.ttest_rel(a, b)
+    assert r["t"] == pytest.approx(ref.statistic) and r["p"] == pytest.approx(ref.pvalue)
+    assert r["df"] == 6
+    lo, hi = DescrStatsW(a - b).tconfint_mean(alpha=0.05)
+    assert r["ci"] == pytest.approx([lo, hi])
+    assert r["sd_diff"] == pytest.approx(np.std(a - b, ddof=1))
+
+
+def test_reported_paired_test_recomputed(tmp_path):
+    ids = _by_id(_audit(tmp_path, paper()))
+    for k in ("mean_a", "sd_a", "mean_b", "sd_b", "mean_diff", "t", "p", "ci_lo", "ci_hi", "sd_diff", "p_from_t"):
+        assert ids[f"stats.pt.{k}"]["status"] == "pass", ids[f"stats.pt.{k}"]
+
+
+def test_wrong_t_statistic_fails_against_folds_and_summaries(tmp_path):
+    doc = paper()
+    rep = doc["statistics"][0]["reported"]
+    rep["t"] = f"{float(rep['t']) * 1.5:.2f}"
+    ids = _by_id(_audit(tmp_path, doc))
+    assert ids["stats.pt.t"]["status"] == "fail"
+    assert ids["stats.pt.sd_diff"]["status"] == "fail"   # t and CI now imply different sds of the differences
+    assert ids["stats.pt.p_from_t"]["status"] == "fail"
+
+
+def test_mean_of_folds_and_sd_are_checked(tmp_path):
+    doc = paper()
+    rep = doc["statistics"][0]["reported"]
+    rep["mean_a"] = f"{float(rep['mean_a'][:-1]) + 0.5:.2f}%"
+    rep["sd_b"] = f"{float(rep['sd_b'][:-1]) * 2:.2f}%"
+    ids = _by_id(_audit(tmp_path, doc))
+    assert ids["stats.pt.mean_a"]["status"] == "fail"
+    assert ids["stats.pt.sd_b"]["status"] == "fail"
+    assert ids["stats.pt.mean_diff"]["status"] == "pass"        # the printed difference still fits the folds
+    assert ids["stats.pt.diff_of_means"]["status"] == "fail"    # but is no longer mean_a - mean_b
+
+
+# ---------------------------------------------------------------------------------- cross-table checks
+def test_same_quantity_printed_twice_differently(tmp_path):
+    doc = paper()
+    doc["models"]["prop"]["results"].append({"id": "again", "source": "T7", "kind": "ensemble",
+                                             "equivalent_to": "main", "metrics": {"accuracy": "85.00%"}})
+    doc["equalities"] = [{"id": "n", "quantity": "test size", "values": [{"value": 24, "source": "T1"},
+                                                                          {"value": 25, "source": "text"}]}]
+    ids = _by_id(_audit(tmp_path, doc))
+    assert ids["same.main.overall.accuracy"]["status"] == "fail"
+    assert ids["same.n"]["status"] == "fail"
+
+
+def test_kind_mismatch_in_a_headline_comparison(tmp_path):
+    doc = paper()
+    doc["models"]["base"]["results"] = [{"id": "base_mean", "source": "T3", "kind": "mean_of_folds",
+                                         "evaluated_on": "test", "metrics": {"accuracy": "80.00%"}}]
+    doc["comparisons"] = [{"id": "gain", "source": "S3", "a": "base_mean", "b": "main"}]
+    ids = _by_id(_audit(tmp_path, doc))
+    assert ids["kind.gain"]["status"] == "fail"
+    assert ids["folds.base_mean.accuracy"]["status"] == "pass"   # 80.00 is the mean of the printed base folds
+    doc["comparisons"][0]["b"] = "base_mean"
+    doc["models"]["prop"]["results"].append({"id": "prop_mean", "source": "S3", "kind": "mean_of_folds",
+                                             "evaluated_on": "test", "metrics": {"accuracy": "90.83%"}})
+    doc["comparisons"] = [{"id": "gain", "source": "S3", "a": "base_mean", "b": "prop_mean"}]
+    assert _by_id(_audit(tmp_path, doc))["kind.gain"]["status"] == "pass"
+
+
+def test_sample_size_arithmetic(tmp_path):
+    doc = paper()
+    doc["sets"]["test"]["total"] = 25
+    assert _by_id(_audit(tmp_path, doc))["sizes.test.total"]["status"] == "fail"
+
+
+# --------------------------------------------------------------------------------------- reproduction
+def _summary(acc, ci, f1_b=0.75):
+    return {"models": {"prop": {
+        "ensemble": {"accuracy": {"value": acc, "ci": ci},
+                     "per_class": {"B": {"f1": {"value": f1_b, "ci": [0.6, 0.9]}}}},
+        "folds": {"accuracy": {"values": [0.90, 0.91, 0.905, 0.895, 0.90], "mean": 0.902, "sd": 0.006}}}}}
+
+
+def test_claims_against_a_reproduction_summary(tmp_path):
+    doc = paper()
+    doc["models"]["prop"]["results"].append({"id": "prop_mean", "source": "S3", "kind": "mean_of_folds",
+                                             "evaluated_on": "test", "metrics": {"accuracy": "90.83%"}})
+    doc["models"]["prop"]["results"].append({"id": "variant", "source": "T2", "config": {"activation": "GeLU"},
+                                             "evaluated_on": "test", "metrics": {"accuracy": "50.00%"}})
+    claims_path = tmp_path / "c.yaml"
+    claims_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    claims = load_claims(claims_path)
+    inside = {c["id"]: c for c in check_reproduction(claims, _summary(0.80, [0.75, 0.86]))}
+    assert inside["run.main.accuracy"]["status"] == "pass"
+    assert inside["run.main.accuracy"]["values"]["difference"] == pytest.approx(0.8333 - 0.80)  # as printed
+    assert inside["run.main.B.f1"]["status"] == "pass"
+    assert "run.variant.accuracy" not in inside        # tuning variants are not the reproduced configuration
+    # the claimed mean of folds against the 95 % t-interval of the reproduced fold accuracies
+    vals = np.array([0.90, 0.91, 0.905, 0.895, 0.90])
+    lo, hi = DescrStatsW(vals).tconfint_mean(alpha=0.05)
+    assert inside["run.prop_mean.accuracy"]["values"]["ci"] == pytest.approx([lo, hi])
+    assert inside["run.prop_mean.accuracy"]["status"] == ("pass" if lo <= 0.9083 <= hi else "fail")
+    outside = {c["id"]: c for c in check_reproduction(claims, _summary(0.60, [0.55, 0.70]))}
+    assert outside["run.main.accuracy"]["status"] == "fail"
+    audit = audit_claims(claims_path, summary=_summary(0.60, [0.55, 0.70]))
+    assert audit["verdict"] == "consistent; not reproduced"
+
+
+def test_audit_with_a_real_run_directory(tmp_path):
+    summary_mod = pytest.importorskip("reports.summary")
+    fake_run = pytest.importorskip("fake_run")
+    run = fake_run.make_fake_run(tmp_path / "run", n_patients=20)
+    doc = copy.deepcopy(paper())
+    doc["class_names"] = ["F0", "F1", "F2", "F3", "F4"]
+    doc["sets"] = {"test": {"source": "T1", "counts": {c: 2 for c in doc["class_names"]}, "total": 10}}
+    doc["models"] = {"resnet50_cbam": {"run_name": "resnet50_cbam", "results": [
+        {"id": "r", "source": "T3", "kind": "ensemble", "evaluated_on": "test", "metrics": {"accuracy": "90.00%"}}]}}
+    doc.pop("statistics")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    expected = summary_mod.summarize_run(run)["models"]["resnet50_cbam"]["ensemble"]["accuracy"]
+    audit = audit_claims(path, run_dir=run)
+    c = _by_id(audit)["run.r.accuracy"]
+    assert c["values"]["reproduced"] == pytest.approx(expected["value"])
+    lo, hi = expected["ci"]
+    assert c["status"] == ("pass" if lo <= 0.9 <= hi else "fail")
+
+
+def test_exact_fractions_not_floats():
+    # 1/3 printed as 0.333 must be admitted exactly at the boundary logic, with no float fuzz
+    num = parse_num("0.333", "t", "k")
+    assert num.admits(Fraction(1, 3)) and not num.admits(Fraction(2, 6) + Fraction(1, 1000))
