@@ -198,7 +198,7 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
 
     row_of = {str(i): k for k, i in enumerate(ids)}
     rows = {part: torch.tensor([row_of[i] for i in partition[part]], dtype=torch.long) for part in ("train", "val", "test")}
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    y_all = torch.as_tensor(np.array(labels), dtype=torch.long)
     y_dev = y_all.to(dev)
     batcher = Batcher(images, protocol.data.mean, protocol.data.std, rt)
 
@@ -211,6 +211,7 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
     gen = torch.Generator().manual_seed(seed)           # shuffling + flips: a private, checkpointed stream
     history: list[dict] = []
     best_metric, best_state, best_epoch = None, None, None
+    sel_val_logits = None     # val logits of the selected weights (computed once, at that epoch's validation)
     start_epoch = 1
 
     resume_path = job_dir / RESUME
@@ -225,8 +226,12 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
             torch.cuda.set_rng_state(ck["cuda_rng"], dev)
         history, start_epoch = ck["history"], ck["epoch"] + 1
         best_metric, best_state, best_epoch = ck["best_metric"], ck["best_state"], ck["best_epoch"]
+        sel_val_logits = ck["sel_val_logits"]
 
     n_train = len(rows["train"])
+    # a trailing batch of one image cannot go through BatchNorm where the feature map is 1x1 (small inputs);
+    # it is left out of that epoch (the order is reshuffled every epoch, so no image is left out for good)
+    n_used = n_train - 1 if n_train > 1 and n_train % t.batch_size == 1 else n_train
     show = progress and sys.stderr.isatty()
     from tqdm import tqdm
     t_job = time.perf_counter()
@@ -237,11 +242,12 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
         flips = torch.rand(n_train, generator=gen) < t.augment.flip_p
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
-        bar = tqdm(range(0, n_train, t.batch_size), disable=not show, leave=False,
+        bar = tqdm(range(0, n_used, t.batch_size), disable=not show, leave=False,
                    desc=f"epoch {epoch}/{t.epochs}", unit="batch", file=sys.stderr)
         for i in bar:
-            idx = order[i:i + t.batch_size]
-            x = batcher.batch(idx, flips[i:i + t.batch_size])
+            j = min(i + t.batch_size, n_used)
+            idx = order[i:j]
+            x = batcher.batch(idx, flips[i:j])
             y = y_dev[idx.to(dev)]
             with rt.autocast():
                 out = model(x)
@@ -259,20 +265,23 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
         sched.step()
         val_logits = predict(model, batcher, rows["val"], t.eval_batch_size)
         y_val = y_all[rows["val"]]
-        h = {"epoch": epoch, "train_loss": float(loss_sum) / n_train, "train_acc": float(correct) / n_train,
+        h = {"epoch": epoch, "train_loss": float(loss_sum) / n_used, "train_acc": float(correct) / n_used,
              "val_loss": float(F.cross_entropy(val_logits, y_val)),
              "val_acc": float((val_logits.argmax(1) == y_val).float().mean()), "lr": float(lr),
-             "seconds": time.perf_counter() - t0, "images_per_s": n_train / train_s}
+             "seconds": time.perf_counter() - t0, "images_per_s": n_used / train_s}
         history.append(h)
-        if t.keep != "last" and _better(t.keep, h, best_metric):
+        if t.keep == "last":
+            sel_val_logits = val_logits
+        elif _better(t.keep, h, best_metric):
             best_metric = h["val_loss"] if t.keep == "best_val_loss" else h["val_acc"]
-            best_state, best_epoch = _cpu_state(model), epoch
+            best_state, best_epoch, sel_val_logits = _cpu_state(model), epoch, val_logits
         _save_torch(resume_path, {
             "model": _cpu_state(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
             "epoch": epoch, "history": history,
-            "best_metric": best_metric, "best_state": best_state, "best_epoch": best_epoch})
+            "best_metric": best_metric, "best_state": best_state, "best_epoch": best_epoch,
+            "sel_val_logits": sel_val_logits})
         write_text(job_dir / "history.csv", _history_csv(history))
         if show:
             print(f"epoch {epoch}/{t.epochs} loss {h['train_loss']:.4f} val_loss {h['val_loss']:.4f} "
@@ -285,9 +294,8 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
     else:
         model.load_state_dict(best_state)
         selected = best_epoch
-    val_logits = predict(model, batcher, rows["val"], t.eval_batch_size)
     test_logits = predict(model, batcher, rows["test"], t.eval_batch_size)
-    write_logits(job_dir / "val_logits.npz", partition["val"], val_logits.numpy(), y_all[rows["val"]].numpy())
+    write_logits(job_dir / "val_logits.npz", partition["val"], sel_val_logits.numpy(), y_all[rows["val"]].numpy())
     write_logits(job_dir / "test_logits.npz", partition["test"], test_logits.numpy(), y_all[rows["test"]].numpy())
     _save_torch(job_dir / "checkpoint.pt", {"model": _cpu_state(model), "selected_epoch": selected,
                                             "keep": t.keep, "seed": seed})
@@ -297,7 +305,7 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
             "epochs": t.epochs, "selected_epoch": selected, "keep": t.keep, "seed": seed, "device": str(dev),
             "amp": str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else None,
             "channels_last": rt.channels_last, "deterministic": t.deterministic,
-            "n_train": n_train, "n_val": len(rows["val"]), "n_test": len(rows["test"]),
+            "n_train": n_train, "n_train_per_epoch": n_used, "n_val": len(rows["val"]), "n_test": len(rows["test"]),
             **(extra_done or {})}
     write_json(done_path, done)
     resume_path.unlink(missing_ok=True)

@@ -1,0 +1,129 @@
+"""Where fold jobs run: in this process, one worker process per visible GPU, or a Slurm array (submitit).
+
+Every executor gets (run_dir, [(model, fold), ...]) and calls bench.runner.run_job; the run directory is the
+only shared state, so a failed or killed executor is recovered by running the same command again.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def job_entry(run_dir: str, model: str, fold: int, device: str = "auto", progress: bool = False) -> dict:
+    """Module-level (picklable) entry point for worker processes and Slurm tasks."""
+    from bench.runner import run_job
+    return run_job(run_dir, model, fold, device=device, progress=progress)
+
+
+class LocalExecutor:
+    """Sequential in this process; with several visible GPUs (device auto/cuda), one worker process per GPU."""
+
+    def __init__(self, device: str = "auto", workers: int | None = None, progress: bool = True):
+        self.device, self.workers, self.progress = device, workers, progress
+
+    def _gpus(self) -> int:
+        if self.device not in ("auto", "cuda"):
+            return 0
+        import torch
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+    def run(self, run_dir, jobs) -> list[dict]:
+        n_gpu = self._gpus()
+        n = min(self.workers or n_gpu or 1, max(n_gpu, 1), len(jobs))
+        if n <= 1:
+            out = []
+            for i, (m, k) in enumerate(jobs, 1):
+                print(f"fibrobench run: job {i}/{len(jobs)}: {m} fold {k}", file=sys.stderr, flush=True)
+                out.append(job_entry(str(run_dir), m, k, self.device, self.progress))
+            return out
+        return _gpu_pool(str(run_dir), jobs, n)
+
+
+def _gpu_worker(run_dir, gpu, tasks, results):
+    import torch
+    torch.cuda.set_device(gpu)
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        i, (m, k) = item
+        try:
+            results.put((i, job_entry(run_dir, m, k, f"cuda:{gpu}", False), None))
+        except BaseException:  # noqa: BLE001 - reported to the parent, which fails the run
+            results.put((i, None, traceback.format_exc()))
+
+
+def _gpu_pool(run_dir: str, jobs, n: int) -> list[dict]:
+    ctx = mp.get_context("spawn")           # CUDA needs spawn
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for i, job in enumerate(jobs):
+        tasks.put((i, job))
+    for _ in range(n):
+        tasks.put(None)
+    procs = [ctx.Process(target=_gpu_worker, args=(run_dir, g, tasks, results), daemon=False) for g in range(n)]
+    for pr in procs:
+        pr.start()
+    out, errors = [None] * len(jobs), []
+    for _ in jobs:
+        i, res, err = results.get()
+        out[i] = res
+        if err:
+            errors.append(f"{jobs[i][0]} fold {jobs[i][1]}:\n{err}")
+            print(f"fibrobench run: job {jobs[i]} failed", file=sys.stderr, flush=True)
+    for pr in procs:
+        pr.join()
+    if errors:
+        raise RuntimeError("fold job(s) failed:\n" + "\n".join(errors))
+    return out
+
+
+@dataclass
+class SlurmExecutor:
+    """One submitit array task per (model, fold), all sharing the run directory.
+
+    `executor` defaults to submitit.AutoExecutor(folder=RUN_DIR/slurm) with the given Slurm parameters;
+    tests pass submitit.LocalExecutor / DebugExecutor instead.
+    """
+    folder: Path
+    params: dict
+    device: str = "auto"
+    executor: object | None = None
+
+    def _make(self):
+        if self.executor is not None:
+            return self.executor
+        import submitit
+        ex = submitit.AutoExecutor(folder=str(self.folder))
+        ex.update_parameters(**self.params)
+        return ex
+
+    def run(self, run_dir, jobs) -> list[dict]:
+        if not jobs:
+            return []
+        ex = self._make()
+        args = list(zip(*[(str(run_dir), m, k, self.device, False) for m, k in jobs]))
+        submitted = ex.map_array(job_entry, *args)
+        print(f"fibrobench run: submitted {len(submitted)} job(s): "
+              f"{', '.join(str(j.job_id) for j in submitted[:5])}{' ...' if len(submitted) > 5 else ''}",
+              file=sys.stderr, flush=True)
+        out, errors = [], []
+        for (m, k), j in zip(jobs, submitted):
+            try:
+                out.append(j.result())
+            except Exception as exc:  # noqa: BLE001 - collect every failure, then fail once
+                errors.append(f"{m} fold {k}: {exc}")
+        if errors:
+            raise RuntimeError("fold job(s) failed:\n" + "\n".join(errors))
+        return out
+
+
+def make_executor(kind: str, run_dir, device: str = "auto", workers: int | None = None, progress: bool = True,
+                  slurm: dict | None = None):
+    if kind == "local":
+        return LocalExecutor(device, workers, progress)
+    if kind == "slurm":
+        return SlurmExecutor(Path(run_dir) / "slurm", dict(slurm or {}), device)
+    raise ValueError(f"unknown executor {kind!r} (local or slurm)")

@@ -1,0 +1,297 @@
+"""A run, end to end: protocol -> manifest -> splits -> leakage gate -> run.json -> fold jobs -> ensemble.
+
+The run directory is the only state: `run_job(run_dir, model, fold)` needs nothing else, so any executor
+(in-process, one process per GPU, Slurm array task) can run any job, and re-running resumes.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import provenance
+from protocols.atomic import write_json
+from protocols.config import Protocol, apply_overrides, from_dict, load_protocol, protocol_sha256
+from protocols.errors import BadInput
+from protocols.splits import check_matches_manifest, make_splits, partition_of, read_splits, write_splits
+
+SCHEMA = "fibrobench.run/1"
+NUM_CLASSES = 5
+
+
+@dataclass
+class RunOptions:
+    """What the command line adds to a protocol; everything here is recorded in run.json["options"]."""
+    data: str
+    out: str | None = None
+    models: list[str] | None = None      # override of protocol.models (recorded as a protocol override)
+    folds: list[int] | None = None       # subset of folds to run (the ensemble then has fewer members)
+    epochs: int | None = None            # quick-run override (recorded as a protocol override)
+    deterministic: bool | None = None    # override of train.deterministic
+    device: str = "auto"
+    executor: str = "local"
+    workers: int | None = None
+    cache_dir: str | None = None
+    progress: bool = True
+    slurm: dict = field(default_factory=dict)
+    argv: list[str] | None = None
+
+
+def default_out(p: Protocol) -> Path:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{p.name.replace('@', '-')}-{stamp}"
+
+
+def overrides_of(opts: RunOptions) -> dict:
+    o = {}
+    if opts.models:
+        o["models"] = list(opts.models)
+    if opts.epochs is not None:
+        o["train.epochs"] = int(opts.epochs)
+    if opts.deterministic is not None:
+        o["train.deterministic"] = bool(opts.deterministic)
+    return o
+
+
+def fold_seed(p: Protocol, fold: int) -> int:
+    """Fold k trains with train.seed + k: the same seed for every model in the run."""
+    return p.train.seed + fold
+
+
+def _log(msg: str) -> None:
+    print(f"fibrobench run: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- data helpers
+
+_IMAGES: dict = {}
+
+
+def load_data(source: str, size: int, cache_dir=None, progress=False):
+    """(manifest df, uint8 images [N,3,S,S]); the images of the last (source, size) are kept in memory."""
+    from protocols.cache import load_images
+    from protocols.data import load_manifest
+
+    df = load_manifest(source)
+    key = (str(source), int(size), str(cache_dir), tuple(df["image_id"]))
+    if key not in _IMAGES:
+        _IMAGES.clear()
+        _IMAGES[key] = load_images(df, size, cache_dir=cache_dir, progress=progress)
+    return df, _IMAGES[key]
+
+
+def build_model(p: Protocol, name: str):
+    """The registry model for this protocol (pretrained per protocol, activation swapped if asked)."""
+    from models import create_model
+    from protocols.trainer import set_activation
+
+    m = create_model(name, num_classes=NUM_CLASSES, pretrained=p.pretrained, input_size=p.data.input_size,
+                     allow_random_init=p.allow_random_init)
+    n_swapped = set_activation(m, p.train.activation)
+    return m, n_swapped
+
+
+# ---------------------------------------------------------------- preparing a run
+
+
+def _clusters_for(df, p: Protocol):
+    if p.split.level != "cluster":
+        return None
+    from protocols.leakage import find_clusters
+    return find_clusters(df)
+
+
+def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
+    """Write leakage.json (once per splits) and apply the protocol's gate; False = the run must stop."""
+    if p.leakage.gate == "off":
+        return True
+    try:
+        from protocols.leakage import audit_splits
+    except ImportError:
+        _log("protocols.leakage not available: no leakage audit")
+        return True
+    path = run_dir / "leakage.json"
+    audit = None
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("split", {}).get("sha256") == splits["sha256"]:
+            audit = old
+    if audit is None:
+        _log("leakage audit of the splits ...")
+        audit = audit_splits(df, splits, df.attrs.get("root"))
+        write_json(path, audit)
+    if audit.get("verdict") == "leak":
+        reasons = "; ".join(audit.get("reasons", [])) or "see leakage.json"
+        if p.leakage.gate == "fail":
+            _log(f"leakage gate FAILED ({reasons}); not training (leakage.gate: fail)")
+            return False
+        _log(f"WARNING: leakage found ({reasons}); training anyway (leakage.gate: warn)")
+    return True
+
+
+def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict] | None:
+    """Create/verify RUN_DIR: splits.json, leakage.json, run.json (status running). None if the gate fails."""
+    from protocols.data import data_fingerprint
+
+    overrides = overrides_of(opts)
+    p = apply_overrides(protocol, overrides) if overrides else protocol
+    run_dir = Path(opts.out) if opts.out else default_out(p)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sha = protocol_sha256(p)
+    run_path = run_dir / "run.json"
+    previous = json.loads(run_path.read_text()) if run_path.exists() else None
+    if previous and previous.get("protocol_sha256") != sha:
+        raise BadInput(run_path, "protocol_sha256", "this run dir was made with a different protocol "
+                       "(or different --models/--epochs/--deterministic); use a new --out")
+
+    folds = sorted(set(opts.folds)) if opts.folds else list(range(p.split.n_folds))
+    if any(k < 0 or k >= p.split.n_folds for k in folds):
+        raise BadInput("--folds", "folds", f"fold indices must be in 0..{p.split.n_folds - 1}, got {folds}")
+
+    df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress)
+    fingerprint = data_fingerprint(df)
+    if previous and previous.get("data", {}).get("fingerprint") != fingerprint:
+        raise BadInput(run_path, "data.fingerprint", "the data changed since this run dir was made; use a new --out")
+
+    splits_path = run_dir / "splits.json"
+    if splits_path.exists():
+        splits = read_splits(splits_path)
+        check_matches_manifest(splits, df, splits_path)
+        want = {"level": p.split.level, "seed": p.split.seed, "test_fraction": p.split.test_fraction,
+                "n_folds": p.split.n_folds}
+        if {k: splits[k] for k in want} != want:
+            raise BadInput(splits_path, "level", f"existing splits {dict((k, splits[k]) for k in want)} do not "
+                           f"match the protocol's {want}; use a new --out")
+    else:
+        splits = make_splits(df, p.split.level, p.split.test_fraction, p.split.n_folds, p.split.seed,
+                             groups=_clusters_for(df, p))
+        write_splits(run_dir, splits)
+
+    models_info = {}
+    for name in p.models:   # builds each model once: fails early on unknown names / missing weights
+        m, swapped = build_model(p, name)
+        models_info[name] = {"weights": m.fibro_weights, "params": int(sum(t.numel() for t in m.parameters())),
+                             "activation": p.train.activation, "activation_swaps": swapped}
+        del m
+
+    seeds = {"split": p.split.seed, "train": {f"fold{k}": fold_seed(p, k) for k in range(p.split.n_folds)}}
+    run = {
+        "schema": SCHEMA,
+        "protocol": p.to_dict(),
+        "protocol_sha256": sha,
+        "protocol_source": str(Path(protocol.source).resolve()) if protocol.source else None,
+        "overrides": overrides,
+        "data": {"root": str(df.attrs.get("root", "")), "source": str(Path(opts.data).resolve()),
+                 "fingerprint": fingerprint, "n_images": int(len(df)),
+                 "has_patient_id": bool("patient_id" in df.columns and df["patient_id"].notna().all())},
+        "splits_sha256": splits["sha256"],
+        "models": models_info,
+        "smoke": p.smoke,
+        "options": {"folds": folds, "device": opts.device, "executor": opts.executor, "workers": opts.workers,
+                    "cache_dir": opts.cache_dir},
+        "seeds": seeds,
+        "provenance": provenance.collect(opts.argv, opts.device, seeds),
+        "status": "running",
+        "started_utc": (previous or {}).get("started_utc")
+        or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if not _leakage_gate(run_dir, df, splits, p):
+        run["status"] = "failed"
+        run["failure"] = "leakage gate"
+        write_json(run_path, run)
+        return None
+    write_json(run_path, run)
+    return run_dir, p, run
+
+
+# ---------------------------------------------------------------- one job (any process)
+
+
+def read_run(run_dir) -> tuple[dict, Protocol]:
+    run_path = Path(run_dir) / "run.json"
+    if not run_path.exists():
+        raise BadInput(run_path, None, "not a run directory (no run.json)")
+    run = json.loads(run_path.read_text())
+    p = from_dict(run["protocol"], source=str(run_path))
+    if protocol_sha256(p) != run["protocol_sha256"]:
+        raise BadInput(run_path, "protocol_sha256", "does not match the recorded protocol")
+    return run, p
+
+
+def run_job(run_dir, model: str, fold: int, device: str = "auto", progress: bool = False) -> dict:
+    """Train one (model, fold) job from what RUN_DIR holds; a job with DONE returns at once."""
+    from protocols.trainer import seed_job, train_fold
+
+    run_dir = Path(run_dir)
+    job_dir = run_dir / "jobs" / model / f"fold{fold}"
+    if (job_dir / "DONE").exists():
+        return json.loads((job_dir / "DONE").read_text())
+    run, p = read_run(run_dir)
+    splits = read_splits(run_dir / "splits.json")
+    if splits["sha256"] != run["splits_sha256"]:
+        raise BadInput(run_dir / "splits.json", "sha256", "differs from run.json splits_sha256")
+    df, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"))
+    seed = fold_seed(p, fold)
+    seed_job(seed)
+    model_obj, swapped = build_model(p, model)
+    return train_fold(job_dir, p, model_obj, images, df["label"].to_numpy(), df["image_id"].tolist(),
+                      partition_of(splits, fold), seed=seed, device=device, progress=progress,
+                      extra_done={"model": model, "fold": fold, "activation_swaps": swapped,
+                                  "weights_random_init": bool(model_obj.fibro_weights.get("random_init"))})
+
+
+def jobs_of(run: dict) -> list[tuple[str, int]]:
+    return [(m, k) for m in run["protocol"]["models"] for k in run["options"]["folds"]]
+
+
+# ---------------------------------------------------------------- finishing
+
+
+def finish(run_dir) -> dict:
+    """Ensemble every model whose jobs are DONE; mark run.json complete (or failed if jobs are missing)."""
+    from protocols.ensemble import ensemble_model
+
+    run_dir = Path(run_dir)
+    run, _ = read_run(run_dir)
+    splits = read_splits(run_dir / "splits.json")
+    missing = [f"{m}/fold{k}" for m, k in jobs_of(run) if not (run_dir / "jobs" / m / f"fold{k}" / "DONE").exists()]
+    summary = {}
+    if not missing:
+        for m in run["protocol"]["models"]:
+            summary[m] = ensemble_model(run_dir, m, splits, run["options"]["folds"])
+    run["ensemble"] = summary
+    run["status"] = "complete" if not missing else "failed"
+    if missing:
+        run["failure"] = f"incomplete jobs: {', '.join(missing)}"
+    run["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    write_json(run_dir / "run.json", run)
+    return run
+
+
+def run(protocol_path, opts: RunOptions, executor=None) -> tuple[int, Path | None]:
+    """The whole run; returns (exit code, run dir). `executor`: a bench.executors executor (default from opts)."""
+    from bench.executors import make_executor
+
+    protocol = load_protocol(protocol_path) if not isinstance(protocol_path, Protocol) else protocol_path
+    prepared = prepare(protocol, opts)
+    if prepared is None:
+        return 1, Path(opts.out) if opts.out else None
+    run_dir, p, run_doc = prepared
+    jobs = jobs_of(run_doc)
+    _log(f"{run_dir}: {len(jobs)} job(s) ({', '.join(p.models)} x folds {run_doc['options']['folds']})")
+    ex = executor or make_executor(opts.executor, run_dir, device=opts.device, workers=opts.workers,
+                                   progress=opts.progress, slurm=opts.slurm)
+    try:
+        ex.run(run_dir, jobs)
+    except BaseException:
+        doc = json.loads((run_dir / "run.json").read_text())
+        doc["status"] = "failed"
+        doc["failure"] = "a job raised; re-run the same command to resume"
+        write_json(run_dir / "run.json", doc)
+        raise
+    final = finish(run_dir)
+    for m, s in final.get("ensemble", {}).items():
+        _log(f"{m}: ensemble of folds {s['members']} on {s['n_test']} holdout images, accuracy {s['accuracy']:.4f}")
+    return (0 if final["status"] == "complete" else 1), run_dir
