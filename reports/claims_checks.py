@@ -29,10 +29,6 @@ def _check(cid, kind, subject, source, status, reason, arithmetic, values=None) 
             "reason": reason, "arithmetic": arithmetic, "values": values or {}}
 
 
-def _frac_str(x: Fraction, digits: int = 6) -> str:
-    return f"{x.numerator}/{x.denominator}" if x.denominator != 1 else str(x.numerator)
-
-
 def _iv_str(num: Num, rounding: str) -> str:
     lo, hi, hi_open = num.interval(rounding)
     return f"[{num.show(lo, 2)}, {num.show(hi, 2)}{')' if hi_open else ']'}"
@@ -102,7 +98,8 @@ def check_result_granularity(claims: Claims, r: Result, rounding: str) -> list[d
     out = []
     sup, n = _supports(claims, r)
     if sup is None:
-        names = [*r.metrics, *[m for d in r.per_class.values() for m in d]]
+        names = [m for m in r.metrics if m in ("accuracy", "error_rate")] + \
+            [m for d in r.per_class.values() for m in d if m in ("recall", "specificity")]
         if names:
             out.append(_check(f"grim.{r.id}", "granularity", f"{r.model} {r.id}", r.source, "not_checkable",
                               "the evaluation set and its size are not stated", "", {}))
@@ -440,6 +437,21 @@ def _tp_candidates(num: Num | None, n_c: int, rounding: str) -> list[int]:
     return [k for k in range(n_c + 1) if num.admits(Fraction(k, n_c), rounding)]
 
 
+def _fp_bounds(tp: int, fn: int, mets: dict[str, Num], rounding: str, max_fp: int) -> tuple[int, int]:
+    """FP values allowed by the printed precision (TP/(TP+FP)) or F1 (2TP/(2TP+FP+FN)) intervals."""
+    lo_fp, hi_fp = 0, max_fp
+    for m, num_, extra in (("precision", tp, 0), ("f1", 2 * tp, fn)):
+        if m not in mets:
+            continue
+        lo, hi, _ = mets[m].interval(rounding)
+        # num/(num + FP + extra) in [lo, hi]  <=>  num/hi - num - extra <= FP <= num/lo - num - extra
+        if hi > 0:
+            lo_fp = max(lo_fp, math.floor(Fraction(num_) / min(hi, Fraction(1)) - num_ - extra))
+        if lo > 0:
+            hi_fp = min(hi_fp, math.ceil(Fraction(num_) / lo - num_ - extra))
+    return max(lo_fp, 0), hi_fp
+
+
 def reconstruct(per_class: dict[str, dict[str, Num]], supports: list[int], classes: list[str],
                 rounding: str = "round") -> dict:
     """Integer (TP, FP) per class consistent with the printed recall, precision, F1, specificity and NPV."""
@@ -451,7 +463,8 @@ def reconstruct(per_class: dict[str, dict[str, Num]], supports: list[int], class
         pairs = []
         for tp in _tp_candidates(mets.get("recall"), n_c, rounding):
             fn = n_c - tp
-            for fp in range(0, n - n_c + 1):
+            lo_fp, hi_fp = _fp_bounds(tp, fn, mets, rounding, n - n_c)
+            for fp in range(lo_fp, hi_fp + 1):
                 tn = n - n_c - fp
                 ok = True
                 for m in ("precision", "f1", "specificity", "npv"):
@@ -495,7 +508,8 @@ def check_reconstruction(claims: Claims, g: list[Result], rounding: str) -> list
                 alt = f"; every class has candidates if {'values were truncated' if rule == 'truncate' else 'rounding is mixed'}"
                 break
         return [_check(f"reconstruct.{gid}", "reconstruction", f"{model} confusion counts from P/R/F1", src, "fail",
-                       f"no integer TP/FP reproduces the printed per-class values for {', '.join(empty)}{alt}",
+                       f"no integer TP/FP reproduces the printed per-class values for {', '.join(empty)}{alt}"
+                       + _as_one(g, set_name),
                        "; ".join(lines), values)]
     # combine: sum of FP must equal sum of FN (every error is both); sum TP / N vs the accuracy
     acc = _merged_metric(g, "accuracy")
@@ -533,7 +547,14 @@ def check_reconstruction(claims: Claims, g: list[Result], rounding: str) -> list
         else:
             reasons.append("the reported TP/FP counts are among the candidates")
     return [_check(f"reconstruct.{gid}", "reconstruction", f"{model} confusion counts from P/R/F1", src, status,
-                   "; ".join(reasons), "; ".join(lines), values)]
+                   "; ".join(reasons) + _as_one(g, set_name), "; ".join(lines), values)]
+
+
+def _as_one(g: list[Result], set_name) -> str:
+    """A note when no block of the group says what kind of number it is."""
+    if all(r.kind == "unspecified" for r in g):
+        return f" (the paper does not say what kind of numbers these are; checked as one evaluation on {set_name})"
+    return ""
 
 
 def _group_source(g: list[Result]) -> str:
@@ -625,6 +646,7 @@ def check_feasibility(claims: Claims, g: list[Result], rounding: str) -> list[di
     reason = "no integer confusion matrix reproduces all printed values together; " + "; ".join(parts)
     if alt:
         reason += f" (under other rounding rules: {', '.join(alt)})"
+    reason += _as_one(g, set_name)
     return [_check(f"ip.{gid}", "feasibility", f"{model} joint feasibility", src, "fail", reason, arith, values)]
 
 

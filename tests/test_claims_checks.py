@@ -327,3 +327,30 @@ def test_exact_fractions_not_floats():
     # 1/3 printed as 0.333 must be admitted exactly at the boundary logic, with no float fuzz
     num = parse_num("0.333", "t", "k")
     assert num.admits(Fraction(1, 3)) and not num.admits(Fraction(2, 6) + Fraction(1, 1000))
+
+
+@pytest.mark.parametrize("rule", ["round", "truncate"])
+def test_reconstruction_equals_brute_force(rule):
+    """Every (TP, FP) the analytic FP bounds keep is exactly the set a full scan over FP finds."""
+    from reports.claims_checks import _metric_from_counts
+
+    rng = np.random.default_rng(3)
+    sup = [12, 9, 7]
+    n = sum(sup)
+    for _ in range(6):
+        per = {}
+        for c, name in enumerate(CLASSES):
+            tp, fp = int(rng.integers(1, sup[c] + 1)), int(rng.integers(0, 6))
+            fn, tn = sup[c] - tp, n - sup[c] - fp
+            per[name] = {m: parse_num(f"{float(_metric_from_counts(m, tp, fp, fn, tn)):.2f}", "t", "k")
+                         for m in ("recall", "precision", "f1")}
+        got = reconstruct(per, sup, CLASSES, rule)["candidates"]
+        for c, name in enumerate(CLASSES):
+            want = []
+            for tp in range(sup[c] + 1):
+                for fp in range(n - sup[c] + 1):
+                    fn, tn = sup[c] - tp, n - sup[c] - fp
+                    xs = {m: _metric_from_counts(m, tp, fp, fn, tn) for m in per[name]}
+                    if all(xs[m] is not None and per[name][m].admits(xs[m], rule) for m in xs):
+                        want.append((tp, fp))
+            assert got[name] == want
