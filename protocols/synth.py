@@ -22,7 +22,7 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +144,10 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
             from tqdm import tqdm
             bar = tqdm(total=total, unit="frame", desc="synth")
         if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
+            # fork: workers need no re-import of the caller's __main__ (scripts without a main guard work); they
+            # only run numpy/scipy/PIL code, so forking a process that imported torch is safe here
+            method = "fork" if "fork" in get_all_start_methods() else "spawn"
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(method)) as ex:
                 for r in ex.map(_render_and_write, tasks, chunksize=2):
                     rows.extend(r)
                     if bar:

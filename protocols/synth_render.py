@@ -182,7 +182,7 @@ class Patient:
     scat: np.ndarray         # [Hm, Wm] complex64 scatterer field
     atten_db_cm: float
     gain_db: float
-    seed_words: tuple = field(default_factory=tuple)
+    tgc_knots_db: np.ndarray = field(default_factory=lambda: np.zeros(8, np.float32))  # operator's TGC sliders
 
 
 def make_patient(rng: np.random.Generator, pid: str, stage: int, device: str, site: str,
@@ -208,7 +208,9 @@ def make_patient(rng: np.random.Generator, pid: str, stage: int, device: str, si
     scat *= np.float32(math.sqrt(0.5))
     t = effect_size * float(np.clip(stage + rng.normal(0.0, severity_sd), 0.0, 4.0)) / 4.0
     if homogeneous:
-        return Patient(pid, stage, t, dev, site, size, np.ones((He, We), np.float32), scat, 0.0, 0.0)
+        # attenuation exactly compensated by the scanner's TGC: uniform brightness with depth
+        return Patient(pid, stage, t, dev, site, size, np.ones((He, We), np.float32), scat,
+                       ATTEN_DB_PER_CM * dev.tgc_comp, 0.0)
 
     d = (g.map_r - g.r0) / ppc                      # depth below the skin (cm), reference probe position
     phi = g.map_phi
@@ -235,12 +237,12 @@ def make_patient(rng: np.random.Generator, pid: str, stage: int, device: str, si
     liver = (d > surface) & (d < diaph)
 
     # stage-dependent parenchyma: coarser, more heterogeneous, brighter; septa network; hypoechoic nodules
-    het = gaussian_random_field(rng, (He, We), (0.06 + 0.16 * t) * ppe)
+    het = gaussian_random_field(rng, (He, We), (0.06 + 0.20 * t) * ppe)
     sep_field = gaussian_random_field(rng, (He, We), (0.30 + 0.15 * t) * ppe)
     septa = np.exp(-(sep_field / 0.14) ** 2)
     fatty = rng.normal(0.0, 0.18)                    # steatosis-like brightness, unrelated to stage
-    par = np.exp(fatty + (0.10 + 0.45 * t) * het) * (1.0 + 0.35 * t)
-    par *= 1.0 + 2.5 * t ** 2 * septa - 0.25 * t ** 3 * (1.0 - septa)
+    par = np.exp(fatty + (0.10 + 0.75 * t) * het) * (1.0 + 0.35 * t)
+    par *= 1.0 + 4.0 * t ** 2 * septa - 0.3 * t ** 3 * (1.0 - septa)
     echo[liver] = par[liver]
     capsule = (d > surface - 0.12) & (d <= surface + 0.04)
     echo[capsule] = 2.6 * (1.0 + 0.5 * t * rng.random())
@@ -264,13 +266,13 @@ def make_patient(rng: np.random.Generator, pid: str, stage: int, device: str, si
         echo[shadow_zone & liver] *= 1.4
         echo[inside] = 0.002
     # vessels: anechoic tubes, portal veins with bright walls
-    for _ in range(int(rng.integers(3, 8))):
+    for _ in range(int(rng.integers(4, 9))):
         ang = rng.uniform(-0.9, 0.9) * half
         dep = r0c + rng.uniform(surf_med + 1.0, dev.depth_cm * 0.95)
         c = np.array([dep * math.sin(ang), dep * math.cos(ang)])
         th = rng.uniform(0, math.pi)
         hl = rng.uniform(0.8, 3.5)
-        rad = rng.uniform(0.15, 0.6)
+        rad = rng.uniform(0.15, 0.7)
         p, q = c - hl * np.array([math.cos(th), math.sin(th)]), c + hl * np.array([math.cos(th), math.sin(th)])
         ex = hl + rad + 0.2
         x0 = int(max(0, ((min(p[0], q[0]) - rad - 0.2) * ppc + g.cx + g.margin) / ds))
@@ -296,9 +298,12 @@ def make_patient(rng: np.random.Generator, pid: str, stage: int, device: str, si
         edge = np.clip(1.0 - np.abs(phi - a0) / (wdt / 2), 0, 1)
         sh = (d > muscle + 0.3) * np.clip(edge * 3.0, 0, 1)
         echo *= (1.0 - 0.93 * sh).astype(np.float32)
+    # uneven probe contact / beam angle: a smooth lateral brightness change of a few dB across the sector
+    echo *= np.exp(_fourier_curve(rng, phi, half, 0.35, terms=2)).astype(np.float32)
     echo = np.maximum(echo, 1e-4).astype(np.float32)
     atten = ATTEN_DB_PER_CM * rng.uniform(0.8, 1.25)
-    return Patient(pid, stage, t, dev, site, size, echo, scat, atten, rng.normal(0.0, 2.0))
+    knots = rng.normal(0.0, 4.0, 8).astype(np.float32)      # the exam's TGC slider positions (dB), 8 depth zones
+    return Patient(pid, stage, t, dev, site, size, echo, scat, atten, rng.normal(0.0, 2.0), knots)
 
 
 # ---------------------------------------------------------------- frames
@@ -358,6 +363,7 @@ def _overlay(img: np.ndarray, g: Geometry, p: Patient, frame_no: int) -> np.ndar
         return img
     pil = Image.fromarray(img, mode="L")
     draw = ImageDraw.Draw(pil)
+    draw.fontmode = "1"          # crisp, non-antialiased text: every text pixel is exactly OVERLAY_LEVEL
     fs = max(8, H // 42)
     font = _font(fs)
     left = [SITE_LABEL.get(p.site, p.site), f"{dev.model}  ABD", f"D {dev.depth_cm:.0f}cm",
@@ -382,8 +388,8 @@ def render_frame(p: Patient, rng: np.random.Generator, frame_no: int = 0, overla
     g = geometry(p.device.name, W, H)
     dev = p.device
     if motion:
-        rot = math.radians(float(np.clip(rng.normal(0, 1.0), -2.5, 2.5)))
-        sx, sy = (np.clip(rng.normal(0, 0.006 * H, 2), -0.02 * H, 0.02 * H)).tolist()
+        rot = math.radians(float(np.clip(rng.normal(0, 0.8), -2.0, 2.0)))
+        sx, sy = (np.clip(rng.normal(0, 0.005 * H, 2), -0.015 * H, 0.015 * H)).tolist()
     else:
         rot, sx, sy = 0.0, 0.0, 0.0
     a = float(rng.uniform(0.75, 0.92)) if persistence is None else float(persistence)
@@ -409,7 +415,8 @@ def render_frame(p: Patient, rng: np.random.Generator, frame_no: int = 0, overla
     sig_b = dev.psf_lateral_mm / 10 * g.ppc / (r_mid * (2 * g.half_angle / (g.n_b - 1)))
     # the scanner's noise floor sits after the TGC, so refer it back through the depth gain
     depth_cm = (g.radii - g.r0) / g.ppc
-    gain_db = -2 * p.atten_db_cm * depth_cm + dev.tgc_comp * 2 * ATTEN_DB_PER_CM * depth_cm
+    sliders = np.interp(depth_cm / dev.depth_cm, np.linspace(0, 1, len(p.tgc_knots_db)), p.tgc_knots_db)
+    gain_db = -2 * p.atten_db_cm * depth_cm + dev.tgc_comp * 2 * ATTEN_DB_PER_CM * depth_cm + sliders
     gain = (10 ** (gain_db / 20)).astype(np.float32)[:, None]
     # electronic noise: white, receiver-filtered like the echoes, power referred back through the depth gain
     noise_pow = (10 ** (dev.noise_db / 10) / gain.astype(np.float64) ** 2).astype(np.float32)
