@@ -171,6 +171,7 @@ class Result:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     n_correct: int | None = None
     n_total: int | None = None
+    confusion: list[list[int]] | None = None   # rows = true class, columns = predicted, in class_names order
 
 
 @dataclass
@@ -313,8 +314,15 @@ def _parse_result(raw: dict, model: str, path, where: str, classes: list[str]) -
     for k in ("n_correct", "n_total"):
         if raw.get(k) is not None:
             setattr(r, k, _count(raw[k], path, f"{where}.{k}"))
+    if raw.get("confusion") is not None:
+        cm = raw["confusion"]
+        if not isinstance(cm, list) or len(cm) != len(classes) or \
+                any(not isinstance(row, list) or len(row) != len(classes) for row in cm):
+            raise ReportInputError(path, f"{where}.confusion", f"expected a {len(classes)}x{len(classes)} list of rows")
+        r.confusion = [[_count(v, path, f"{where}.confusion[{i}][{j}]") for j, v in enumerate(row)]
+                       for i, row in enumerate(cm)]
     known = {"id", "source", "kind", "kind_basis", "kind_note", "note", "evaluated_on", "equivalent_to",
-             "config", "n_folds", "metrics", "per_class", "counts", "n_correct", "n_total"}
+             "config", "n_folds", "metrics", "per_class", "counts", "n_correct", "n_total", "confusion"}
     extra = set(raw) - known
     if extra:
         raise ReportInputError(path, f"{where}.{sorted(extra)[0]}", f"unknown key (allowed: {', '.join(sorted(known))})")

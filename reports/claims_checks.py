@@ -220,12 +220,26 @@ def _group_supports(claims: Claims, g: list[Result]):
     return None, None, None
 
 
+def block_counts(r: Result, classes: list[str]):
+    """(class, field, count, source) from a block's TP/FP/FN/TN table and from its confusion matrix."""
+    for cls, cnt in r.counts.items():
+        for k, v in cnt.items():
+            yield cls, k, v, r.source
+    if r.confusion is not None:
+        n = sum(map(sum, r.confusion))
+        for c, cls in enumerate(classes):
+            tp = r.confusion[c][c]
+            fn = sum(r.confusion[c]) - tp
+            fp = sum(row[c] for row in r.confusion) - tp
+            for k, v in (("tp", tp), ("fp", fp), ("fn", fn), ("tn", n - tp - fp - fn)):
+                yield cls, k, v, f"{r.source} (confusion matrix)"
+
+
 def _group_counts(claims: Claims, g: list[Result]) -> dict[str, dict[str, tuple[int, str]]]:
     merged: dict[str, dict[str, tuple[int, str]]] = {}
     for r in g:
-        for cls, cnt in r.counts.items():
-            for k, v in cnt.items():
-                merged.setdefault(cls, {}).setdefault(k, (v, r.source))
+        for cls, k, v, src in block_counts(r, claims.class_names):
+            merged.setdefault(cls, {}).setdefault(k, (v, src))
     return merged
 
 
@@ -246,9 +260,8 @@ def check_group_equalities(claims: Claims, g: list[Result], rounding: str) -> li
                           vals, rounding, "reported in blocks the paper presents as the same evaluation"))
     cnts: dict[tuple, list[tuple[int, str]]] = {}
     for r in g:
-        for cls, cnt in r.counts.items():
-            for k, v in cnt.items():
-                cnts.setdefault((cls, k), []).append((v, r.source))
+        for cls, k, v, src in block_counts(r, claims.class_names):
+            cnts.setdefault((cls, k), []).append((v, src))
     for (cls, k), vals in cnts.items():
         if len(vals) < 2:
             continue

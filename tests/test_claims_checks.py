@@ -354,3 +354,17 @@ def test_reconstruction_equals_brute_force(rule):
                     if all(xs[m] is not None and per[name][m].admits(xs[m], rule) for m in xs):
                         want.append((tp, fp))
             assert got[name] == want
+
+
+def test_reported_confusion_matrix_reconciled_with_the_counts_table(tmp_path):
+    doc = paper()
+    doc["models"]["prop"]["results"].append({"id": "fig", "source": "Fig. 6", "kind": "ensemble",
+                                             "equivalent_to": "main", "confusion": CM.tolist()})
+    ids = _by_id(_audit(tmp_path, doc))
+    assert ids["same.main.B.fp"]["status"] == "pass"
+    bad = CM.copy()
+    bad[1, 0], bad[1, 2] = bad[1, 0] + 1, bad[1, 2] - 1   # same row sums, different FP for A and C
+    doc["models"]["prop"]["results"][-1]["confusion"] = bad.tolist()
+    ids = _by_id(_audit(tmp_path, doc))
+    assert ids["same.main.A.fp"]["status"] == "fail" and ids["same.main.C.fp"]["status"] == "fail"
+    assert ids["same.main.B.fn"]["status"] == "pass"
