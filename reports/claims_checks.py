@@ -114,7 +114,8 @@ def check_result_granularity(claims: Claims, r: Result, rounding: str) -> list[d
         return []  # the printed folds are GRIM-checked themselves and their mean by check_fold_summaries
     mult = k if mean else 1
     alt = k if (r.kind == "unspecified" and k) else None
-    what_single = f"{'mean of ' + str(k) + ' evaluations of' if mean else 'one evaluation of'} {r.evaluated_on}"
+    what_single = (f"mean of {k} evaluations of {r.evaluated_on}, unless the mean was taken over rounded fold values"
+                   if mean else f"one evaluation of {r.evaluated_on}")
     for metric in ("accuracy", "error_rate"):
         if metric in r.metrics:
             out.append(granularity_check(f"grim.{r.id}.{metric}", f"{r.model} {metric}", r.source, r.metrics[metric],
