@@ -168,31 +168,40 @@ def _scan_folder(root: Path) -> list[tuple[str, int]]:
 # ---------------------------------------------------------------- manifest CSV
 
 
-def _read_csv(csv_path: Path) -> pd.DataFrame:
+def _read_csv(csv_path: Path) -> list[dict]:
+    """Rows of a manifest CSV as dicts with lower-cased column names; strict about quoting and field counts."""
     try:
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BadInput(csv_path, None, f"malformed CSV: {msg}") from None
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            table = list(csv.reader(f, strict=True, skipinitialspace=True))
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise BadInput(csv_path, None, f"malformed CSV: {exc}") from None
     except OSError as exc:
         raise BadInput(csv_path, None, f"cannot read: {exc.strerror or exc}") from None
-    df.columns = [str(c).strip().lower() for c in df.columns]
-    if len(set(df.columns)) != len(df.columns):
-        raise BadInput(csv_path, "columns", f"duplicate column names: {list(df.columns)}")
+    table = [r for r in table if any(c.strip() for c in r)]           # blank lines
+    if not table:
+        raise BadInput(csv_path, None, "malformed CSV: empty file (no header)")
+    header = [c.strip().lower() for c in table[0]]
+    if len(set(header)) != len(header) or "" in header:
+        raise BadInput(csv_path, "columns", f"empty or duplicate column names: {table[0]}")
     for col in ("path", "label"):
-        if col not in df.columns:
-            raise BadInput(csv_path, "columns", f"missing required column {col!r} (have: {', '.join(df.columns)})")
-    if len(df) == 0:
+        if col not in header:
+            raise BadInput(csv_path, "columns", f"missing required column {col!r} (have: {', '.join(header)})")
+    if len(table) == 1:
         raise BadInput(csv_path, None, "no rows")
-    return df
+    rows = []
+    for n, r in enumerate(table[1:], start=2):
+        if len(r) != len(header):
+            raise BadInput(csv_path, f"line {n}", f"malformed CSV: {len(r)} fields, the header has {len(header)}")
+        rows.append(dict(zip(header, r)))
+    return rows
 
 
 def _from_csv(csv_path: Path):
-    df = _read_csv(csv_path)
+    records = _read_csv(csv_path)
     base = os.path.abspath(csv_path.parent)
     rows, seen = [], {}
-    has_pid = "patient_id" in df.columns
-    for i, rec in enumerate(df.to_dict("records")):
+    has_pid = "patient_id" in records[0]
+    for i, rec in enumerate(records):
         line = i + 2
         raw = str(rec["path"]).strip()
         if not raw:
@@ -263,13 +272,12 @@ def load_manifest(path, verify: bool = True, workers: int = DEFAULT_WORKERS) -> 
         absp = os.path.abspath(full)
         recs.append({"image_id": Path(os.path.relpath(absp, root)).as_posix(), "path": absp, "label": k,
                      "label_name": CLASS_NAMES[k], "patient_id": pid, "site": site, "device": device})
-    df = pd.DataFrame(recs, columns=list(COLUMNS))
+    df = pd.DataFrame({c: pd.Series([r[c] for r in recs], dtype=object) for c in COLUMNS})
     dup = df["image_id"].duplicated(keep=False)
     if dup.any():
         raise BadInput(source, "path", f"two rows name the same file: {df.loc[dup, 'image_id'].iloc[0]!r}")
     df = df.sort_values("image_id", kind="stable").reset_index(drop=True)
     df["label"] = df["label"].astype(np.int64)
-    df = df.astype({"patient_id": object, "site": object, "device": object})
     if verify:
         _verify_all(df["path"], workers)
     df.attrs["root"] = str(root)
