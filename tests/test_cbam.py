@@ -200,5 +200,5 @@ def test_block_cbam_position_relative_to_add(nets, placement, block_name):
 def test_cbam_init_survives_resnet_init_loop(nets):
     for net in nets.values():
         for _, m in cbam_modules(net):
-            assert float(m.spatial.bn.weight) == 0.0
+            assert bool((m.spatial.bn.weight == 0).all())
             assert float(m.channel.mlp[0].bias.abs().sum()) == 0.0

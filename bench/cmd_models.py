@@ -1,0 +1,54 @@
+"""`fibrobench models`: the registry with parameters, CBAM overhead, FLOPs and activation memory."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "models"
+HELP = "list registered models with params, FLOPs and activation memory"
+DESCRIPTION = ("List the model registry with parameter counts, parameters added relative to resnet50, "
+               "FLOPs (FlopCounterMode, 2 FLOPs per MAC) and an fp32 activation estimate at batch 1.")
+SCHEMA = "fibrobench.models/1"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-size", type=int, default=224, help="square input size in pixels (default 224)")
+    p.add_argument("--num-classes", type=int, default=5, help="classifier outputs (default 5: F0..F4)")
+    p.add_argument("--models", default=None, help="comma-separated subset (default: all registered)")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the facts as JSON to OUT")
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'model':<20} {'params':>13} {'added vs resnet50':>18} {'CBAM':>4} {'GFLOPs':>8} {'GMACs':>7} {'act. MB':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['name']:<20} {r['params_total']:>13,} {r['added_params_vs_resnet50']:>+18,} "
+                     f"{r['n_cbam_modules']:>4} {r['flops'] / 1e9:>8.3f} {r['macs'] / 1e9:>7.3f} "
+                     f"{r['activation_bytes'] / 2**20:>8.1f}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    from bench.provenance import collect
+    from models.facts import ACTIVATION_NOTE, FLOPS_NOTE, facts_table
+    from models.registry import check_input_size, get_spec, list_models
+    from protocols.atomic import write_json
+    from protocols.errors import BadInput
+
+    names = list_models() if not args.models else [n.strip() for n in args.models.split(",") if n.strip()]
+    for n in names:
+        check_input_size(get_spec(n), args.input_size)
+    if args.num_classes < 2:
+        raise BadInput("--num-classes", None, f"need at least 2 classes, got {args.num_classes}")
+    rows = facts_table(names, args.input_size, args.num_classes)
+    print(f"input {args.input_size}x{args.input_size}, batch 1, {args.num_classes} classes; "
+          f"FLOPs = 2 x MACs (conv/linear/matmul only); act. MB = {ACTIVATION_NOTE}")
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, {
+            "schema": SCHEMA, "input_size": args.input_size, "num_classes": args.num_classes,
+            "flops_method": FLOPS_NOTE, "activation_method": ACTIVATION_NOTE,
+            "models": {r["name"]: {k: v for k, v in r.items() if k not in ("flops_method", "activation_method")}
+                       for r in rows},
+            "provenance": collect(getattr(args, "argv", None), device="meta"),
+        })
+    return 0

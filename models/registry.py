@@ -1,0 +1,123 @@
+"""The model registry: names -> torchvision backbones (and ResNet-50 + CBAM variants) with a fresh k-class head."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from protocols.errors import BadInput
+
+MIN_INPUT_SIZE = 32
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    arch: str  # torchvision architecture whose ImageNet weights initialise the backbone
+    head: str  # module path of the final classifier Linear
+    build: Callable[[int, int], nn.Module]  # (num_classes, input_size) -> randomly initialised model
+    description: str
+    size_multiple: int = 1
+
+
+def _tv(fn_name: str, **extra) -> Callable[[int, int], nn.Module]:
+    def build(num_classes: int, input_size: int) -> nn.Module:
+        import torchvision.models as tvm
+
+        kwargs = {k: (input_size if v == "input_size" else v) for k, v in extra.items()}
+        return getattr(tvm, fn_name)(weights=None, num_classes=num_classes, **kwargs)
+
+    return build
+
+
+def _cbam(placement: str) -> Callable[[int, int], nn.Module]:
+    def build(num_classes: int, input_size: int) -> nn.Module:
+        from models.resnet_cbam import resnet50_cbam
+
+        return resnet50_cbam(placement, num_classes=num_classes)
+
+    return build
+
+
+_SPECS = [
+    ModelSpec("resnet50", "resnet50", "fc", _tv("resnet50"), "torchvision ResNet-50 (baseline)"),
+    ModelSpec("resnet50_cbam", "resnet50", "fc", _cbam("stage"),
+              "ResNet-50 + CBAM after each of the 4 residual stages (the paper's text)"),
+    ModelSpec("resnet50_cbam_post", "resnet50", "fc", _cbam("post"),
+              "ResNet-50 + CBAM on the residual sum of every bottleneck, y = ReLU(CBAM(F(x)+x)) (paper Eq. 4)"),
+    ModelSpec("resnet50_cbam_woo", "resnet50", "fc", _cbam("woo"),
+              "ResNet-50 + CBAM on F(x) before the add in every bottleneck (Woo et al. 2018)"),
+    ModelSpec("vgg16", "vgg16", "classifier.6", _tv("vgg16"), "torchvision VGG-16 (no BN)"),
+    ModelSpec("densenet121", "densenet121", "classifier", _tv("densenet121"), "torchvision DenseNet-121"),
+    ModelSpec("efficientnet_b0", "efficientnet_b0", "classifier.1", _tv("efficientnet_b0"),
+              "torchvision EfficientNet-B0"),
+    ModelSpec("vit_b_16", "vit_b_16", "heads.head", _tv("vit_b_16", image_size="input_size"),
+              "torchvision ViT-B/16, position embeddings sized for the input", size_multiple=16),
+]
+REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
+
+
+def list_models() -> list[str]:
+    """Registered model names, baseline first."""
+    return list(REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise BadInput("models", "name", f"unknown model {name!r}; registered: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def check_input_size(spec: ModelSpec, input_size) -> int:
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < MIN_INPUT_SIZE \
+            or input_size % spec.size_multiple:
+        rule = f"an integer >= {MIN_INPUT_SIZE}" + (
+            f" and a multiple of {spec.size_multiple}" if spec.size_multiple > 1 else "")
+        raise BadInput("models", "input_size", f"{spec.name} needs input_size {rule}, got {input_size!r}")
+    return input_size
+
+
+def create_model(name: str, num_classes: int = 5, pretrained=None, input_size: int = 224,
+                 allow_random_init: bool = True) -> nn.Module:
+    """Build model `name` with a `num_classes` head for square `input_size` inputs.
+
+    pretrained: None (random init), "imagenet" (torchvision file from the torch hub cache, offline) or a
+    path to a state-dict file. The result carries `.fibro_weights` (what was loaded, what stayed fresh).
+    """
+    from models.weights import apply_pretrained
+
+    spec = get_spec(name)
+    check_input_size(spec, input_size)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise BadInput("models", "num_classes", f"need an integer >= 2, got {num_classes!r}")
+    model = spec.build(num_classes, input_size)
+    model.fibro_weights = apply_pretrained(model, name, spec.arch, pretrained, allow_random_init, spec.head)
+    model.fibro_name = name
+    model.fibro_input_size = input_size
+    return model
+
+
+def _replace(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    old = getattr(parent, attr)
+    setattr(parent, attr, new)
+    return old
+
+
+def create_feature_extractor(name: str, pretrained=None, input_size: int = 224,
+                             allow_random_init: bool = True) -> tuple[nn.Module, int]:
+    """(module mapping [N,3,H,W] -> [N,D], D): model `name` with its final classifier Linear removed.
+
+    The features are the input of that Linear (ResNet/DenseNet/EfficientNet: pooled conv features;
+    VGG-16: the 4096-d penultimate FC layer; ViT: the class token). Returned in eval mode.
+    """
+    model = create_model(name, num_classes=2, pretrained=pretrained, input_size=input_size,
+                         allow_random_init=allow_random_init)
+    spec = get_spec(name)
+    old = _replace(model, spec.head, nn.Identity())
+    if not isinstance(old, nn.Linear):
+        raise TypeError(f"{name}: expected a Linear at {spec.head}, found {type(old).__name__}")
+    model.fibro_feature_dim = old.in_features
+    return model.eval(), old.in_features
