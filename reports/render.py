@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib.util
 import json
 import math
@@ -10,6 +11,7 @@ from pathlib import Path
 import jinja2
 
 from reports import figures
+from reports.errors import ReportInputError
 from reports.rundir import Run, load_run
 from reports.summary import summarize_loaded
 
@@ -22,8 +24,20 @@ HEADLINE = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc."), ("
             ("error_ge2_rate", "Errors ≥ 2 stages")]
 
 
+def _num(x):
+    """A finite float, or None for missing / undefined / non-numeric values."""
+    if isinstance(x, bool) or x is None or isinstance(x, jinja2.Undefined):
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
 def _fmt(value, metric: str = "", digits: int | None = None) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    value = _num(value)
+    if value is None:
         return "—"
     if metric in PERCENT:
         return f"{100 * value:.{2 if digits is None else digits}f} %"
@@ -31,7 +45,7 @@ def _fmt(value, metric: str = "", digits: int | None = None) -> str:
 
 
 def _fmt_ci(ci, metric: str = "") -> str:
-    if not ci or ci[0] is None or ci[1] is None:
+    if isinstance(ci, jinja2.Undefined) or not ci or len(ci) != 2 or _num(ci[0]) is None or _num(ci[1]) is None:
         return ""
     if metric in PERCENT:
         return f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
@@ -39,18 +53,21 @@ def _fmt_ci(ci, metric: str = "") -> str:
 
 
 def _fmt_p(p) -> str:
-    if p is None or (isinstance(p, float) and not math.isfinite(p)):
+    p = _num(p)
+    if p is None:
         return "—"
     return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
 def _fmt_bytes(n) -> str:
+    n = _num(n)
     if n is None:
         return "—"
     return f"{n / 2 ** 20:.0f} MiB"
 
 
 def _fmt_big(n) -> str:
+    n = _num(n)
     if n is None:
         return "—"
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -59,6 +76,7 @@ def _fmt_big(n) -> str:
     return f"{n:g}"
 
 
+@functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -113,6 +131,20 @@ def _verdict(run: Run, summary: dict, leakage: dict | None, claims_audit: dict |
     return lines
 
 
+def _leakage_view(run: Run):
+    """(leakage_view, error): the leakage partial's context from reports.leakage_view when it is installed."""
+    if run.leakage is None or not _has_module("reports.leakage_view"):
+        return None, None
+    from reports import leakage_view as lv
+    fn = getattr(lv, "leakage_context", None) or getattr(lv, "leakage_section", None)
+    if fn is None:
+        return None, None
+    try:
+        return fn(run.leakage, run.path / "leakage.json"), None
+    except ReportInputError as exc:  # a malformed leakage.json is reported in its section, not hidden
+        return None, str(exc)
+
+
 def build_context(run: Run, summary: dict, claims_audit: dict | None = None, claims_note: str | None = None) -> dict:
     """Everything the template needs, computed here so the template stays declarative."""
     prov = run.run.get("provenance") or {}
@@ -131,10 +163,7 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
     curves = {m: {f.fold: [(r.get("epoch"), r.get("val_acc")) for r in (f.history or [])
                            if isinstance(r.get("val_acc"), float)] for f in mr.folds}
               for m, mr in run.models.items()}
-    leakage_view = None
-    if run.leakage is not None and _has_module("reports.leakage_view"):
-        from reports.leakage_view import leakage_section
-        leakage_view = leakage_section(run.leakage)
+    leakage_view, leakage_error = _leakage_view(run)
     protocol = run.run.get("protocol") or {}
     random_init = summary["random_init"]
     return {
@@ -154,6 +183,7 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "fig_classes": figures.class_distribution_figure(run.class_names, partitions),
         "leakage": run.leakage,
         "leakage_view": leakage_view,
+        "leakage_error": leakage_error,
         "has_leakage_template": (TEMPLATES / "leakage.html.j2").exists(),
         "headline": HEADLINE,
         "models": models,

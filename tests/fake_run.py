@@ -130,10 +130,22 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
                      labels=labels[o_idx].astype(np.int64))
 
     if write_leakage:
-        leak = {"schema": "fibrobench.leakage/1", "verdict": "clean" if level == "patient" else "leak",
-                "reasons": [] if level == "patient" else ["7 patients in both trainval and test"],
-                "patient_overlap": {"n_patients_shared": 0 if level == "patient" else 7, "pairs": []},
-                "near_duplicates": {"n_pairs_across": 0, "pairs": []}, "probe": {"accuracy": 0.3, "chance": 0.2},
+        leaky = level != "patient"
+        shared = 7 if leaky else 0
+        leak = {"schema": "fibrobench.leakage/1", "verdict": "leak" if leaky else "clean",
+                "reasons": [f"{shared} patients in both trainval and test"] if leaky else [],
+                "data": {"n_images": len(ids), "has_patient_id": True}, "split": {"level": level},
+                "patient_overlap": {"available": True, "total_shared_patients": shared,
+                                    "pairs": [{"name": "trainval/test", "shared_patients": shared,
+                                               "fraction": 0.4 if leaky else 0.0}]},
+                "near_duplicates": {"n_links": 3 if leaky else 0,
+                                    "pairs": [{"name": "trainval/test", "train": "trainval", "eval": "test",
+                                               "n_eval_images": len(test),
+                                               "eval_with_duplicate_in_train": 5 if leaky else 0,
+                                               "fraction": 5 / len(test) if leaky else 0.0,
+                                               "direct_links": 3 if leaky else 0}],
+                                    "examples": []},
+                "probe": None, "linear_probe": None,
                 "clusters": {i: groups[n] for n, i in enumerate(ids)}}
         (root / "leakage.json").write_text(json.dumps(leak, indent=1))
     if write_latency:
