@@ -48,7 +48,9 @@ def format_table(audit: dict, verbose: bool = False, width: int | None = None) -
                     lines += textwrap.wrap(f"{label}: {text}", width=min(width, 140), initial_indent="    ",
                                            subsequent_indent="      ")
     s = audit["summary"]
-    lines += ["", f"{s['total']} checks: {s['pass']} pass, {s['fail']} fail, {s['not_checkable']} not checkable",
+    lines += ["", f"{s['total']} checks: {s['pass']} pass, {s['fail']} fail, {s['not_checkable']} not checkable"
+              + (f" ({s['fail_rounding_only']} of the failures would pass if values were truncated or rounding mixed)"
+                 if s.get("fail_rounding_only") else ""),
               "by kind: " + "; ".join(f"{k} {v['pass']}/{v['fail']}/{v['not_checkable']}"
                                       for k, v in s["by_kind"].items()) + "  (pass/fail/not checkable)",
               f"verdict: {audit['verdict']}"]

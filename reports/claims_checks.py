@@ -34,6 +34,11 @@ def _iv_str(num: Num, rounding: str) -> str:
     return f"[{num.show(lo, 2)}, {num.show(hi, 2)}{')' if hi_open else ']'}"
 
 
+def _passes_under(num: Num, x: Fraction, rounding: str) -> str | None:
+    """The first other rounding rule under which the printed value admits x, if any."""
+    return next((rule for rule in OTHER_RULES.get(rounding, ()) if num.admits(x, rule)), None)
+
+
 def _also(num: Num, x: Fraction, rounding: str) -> str:
     """' (consistent if truncated)' etc. when another rounding rule would admit x."""
     for rule in OTHER_RULES.get(rounding, ()):
@@ -72,6 +77,7 @@ def granularity_check(cid, subject, source, num: Num, n: int, rounding: str, wha
     for rule in OTHER_RULES.get(rounding, ()):
         if grim(num, n, rule)["achievable"]:
             reason += f"; achievable if {'truncated' if rule == 'truncate' else 'rounding is mixed'}"
+            vals["passes_under"] = rule
             break
     if alt_n:
         ok = grim(num, alt_n, rounding)["achievable"]
@@ -281,12 +287,17 @@ def _agree(cid, subject, vals: list[tuple[Num, str]], rounding: str, why: str) -
     lo = max(iv[0] for iv in ivs)
     hi, hi_open = min((iv[1], iv[2]) for iv in ivs)
     ok = lo < hi or (lo == hi and not hi_open)
+    extra = {}
+    if not ok and rounding != "either":
+        e = [n.interval("either") for n, _ in vals]
+        if max(iv[0] for iv in e) < min(iv[1] for iv in e):
+            extra["passes_under"] = "either"
     arith = "; ".join(f"{n.text} ({s}) -> {_iv_str(n, rounding)}" for n, s in vals)
     src = ", ".join(dict.fromkeys(s for _, s in vals))
     reason = f"printed values agree ({why})" if ok else f"printed values disagree ({why}): " + \
         " vs ".join(n.text for n, _ in vals)
     return _check(cid, "consistency", subject, src, "pass" if ok else "fail", reason, arith,
-                  {"values": [n.text for n, _ in vals]})
+                  {"values": [n.text for n, _ in vals], **extra})
 
 
 def check_equalities(claims: Claims, rounding: str) -> list[dict]:
@@ -398,8 +409,10 @@ def _derived_one(cid, subject, source, num: Num, x: Fraction | None, rounding: s
     arith = f"{formula} = {num.show(x, 3)}; printed {num.text} admits {_iv_str(num, rounding)}"
     reason = (f"recomputed {num.show(x, 3)} prints as {num.text}" if ok else
               f"recomputed {num.show(x, 3)} does not print as {num.text}{_also(num, x, rounding)}")
-    return _check(cid, "derived", subject, source, "pass" if ok else "fail", reason, arith,
-                  {"printed": num.text, "recomputed": float(x)})
+    vals = {"printed": num.text, "recomputed": float(x)}
+    if not ok and _passes_under(num, x, rounding):
+        vals["passes_under"] = _passes_under(num, x, rounding)
+    return _check(cid, "derived", subject, source, "pass" if ok else "fail", reason, arith, vals)
 
 
 def _unnamed_average(r: Result, m: str, num: Num, d: dict, rounding: str) -> dict:
@@ -520,6 +533,7 @@ def check_reconstruction(claims: Claims, g: list[Result], rounding: str) -> list
             c2 = reconstruct(per, sup, claims.class_names, rule)["candidates"]
             if all(c2[cls] for cls in claims.class_names):
                 alt = f"; every class has candidates if {'values were truncated' if rule == 'truncate' else 'rounding is mixed'}"
+                values["passes_under"] = rule
                 break
         return [_check(f"reconstruct.{gid}", "reconstruction", f"{model} confusion counts from P/R/F1", src, "fail",
                        f"no integer TP/FP reproduces the printed per-class values for {', '.join(empty)}{alt}"
@@ -654,6 +668,7 @@ def check_feasibility(claims: Claims, g: list[Result], rounding: str) -> list[di
         alt.append(f"{rule}: {r2['status']}")
         if r2["status"] == "feasible":
             values[f"witness_{rule}"] = r2["matrix"]
+            values.setdefault("passes_under", rule)
     values["diagnosis"] = {"classes": [classes[c] for c in diag["classes"]],
                            "metrics": [[classes[c], m] for c, m in diag["metrics"]]}
     values["other_rules"] = alt
@@ -1083,6 +1098,8 @@ def summarize(checks: list[dict]) -> tuple[dict, str]:
         verdict = "consistent"
     if repro:
         verdict += "; not reproduced"
+    counts["fail_rounding_only"] = sum(c["status"] == "fail" and bool(c["values"].get("passes_under"))
+                                       for c in checks)
     return {**counts, "total": len(checks), "by_kind": by_kind}, verdict
 
 
