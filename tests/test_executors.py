@@ -1,0 +1,140 @@
+"""Executors: submitit array jobs sharing the run dir (Debug + Local executors), and kill -9 then resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from protocols.logits import read_logits
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")          # for the subprocesses too
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    for mod in ("protocols.data", "protocols.cache", "protocols.synth", "models"):
+        pytest.importorskip(mod)
+    from protocols.synth import generate_dataset
+    d = tmp_path_factory.mktemp("data")
+    generate_dataset(d, n_patients=8, size=(64, 48), seed=1, overwrite=True)
+    return d
+
+
+def _protocol(tmp_path, epochs=1):
+    doc = {"include": str(ROOT / "protocols/smoke/protocol.yaml"), "name": "tiny-ex",
+           "data": {"input_size": 32}, "split": {"n_folds": 2}, "leakage": {"gate": "off"},
+           "train": {"epochs": epochs, "batch_size": 16, "deterministic": True}, "models": ["efficientnet_b0"]}
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def _opts(data, out, **kw):
+    from bench.runner import RunOptions
+    kw.setdefault("device", "cpu")
+    return RunOptions(data=str(data), out=str(out), progress=False, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["debug", "local"])
+def test_submitit_array_shares_run_dir(tmp_path, tiny_data, kind):
+    import submitit
+
+    from bench.executors import SlurmExecutor
+    from bench.runner import run
+
+    out = tmp_path / "run"
+    folder = out / "slurm"
+    ex = submitit.DebugExecutor(folder=str(folder)) if kind == "debug" else submitit.LocalExecutor(folder=str(folder))
+    if kind == "local":
+        ex.update_parameters(timeout_min=10)
+    folds = [0, 1] if kind == "debug" else [1]       # LocalExecutor starts a process per task: keep it to one
+    code, run_dir = run(_protocol(tmp_path), _opts(tiny_data, out, executor="slurm", folds=folds),
+                        executor=SlurmExecutor(folder, {}, "cpu", executor=ex))
+    assert code == 0 and run_dir == out
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["status"] == "complete" and doc["options"]["executor"] == "slurm"
+    for k in folds:
+        done = json.loads((out / "jobs" / "efficientnet_b0" / f"fold{k}" / "DONE").read_text())
+        assert done["fold"] == k
+    assert doc["ensemble"]["efficientnet_b0"]["members"] == folds
+    assert (out / "ensemble" / "efficientnet_b0.npz").exists()
+    if kind == "local":   # really ran elsewhere: submitit wrote per-task logs into the run dir
+        assert list(folder.glob("*_log.out"))
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes_to_identical_logits(tmp_path, tiny_data):
+    from bench.runner import run
+
+    proto = _protocol(tmp_path, epochs=3)
+    ref = tmp_path / "ref"
+    assert run(proto, _opts(tiny_data, ref, folds=[0]))[0] == 0
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "bench.cli", "run", str(proto), "--data", str(tiny_data), "--out", str(out),
+           "--device", "cpu", "--folds", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    hist = out / "jobs" / "efficientnet_b0" / "fold0" / "history.csv"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if hist.exists() and len(hist.read_text().splitlines()) >= 2:   # header + epoch 1 saved
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    job = out / "jobs" / "efficientnet_b0" / "fold0"
+    assert not (job / "DONE").exists()
+    assert json.loads((out / "run.json").read_text())["status"] == "running"   # killed: nothing claims completion
+    assert run(proto, _opts(tiny_data, out, folds=[0]))[0] == 0
+    for name in ("val_logits.npz", "test_logits.npz"):
+        a, b = read_logits(ref / "jobs/efficientnet_b0/fold0" / name), read_logits(job / name)
+        assert np.array_equal(a["logits"], b["logits"])
+    assert len((job / "history.csv").read_text().splitlines()) == 4
+
+
+def test_make_executor_kinds(tmp_path):
+    from bench.executors import LocalExecutor, SlurmExecutor, make_executor
+    assert isinstance(make_executor("local", tmp_path), LocalExecutor)
+    s = make_executor("slurm", tmp_path, slurm={"timeout_min": 5})
+    assert isinstance(s, SlurmExecutor) and s.folder == tmp_path / "slurm" and s.params == {"timeout_min": 5}
+    with pytest.raises(ValueError):
+        make_executor("k8s", tmp_path)
+    assert s.run(tmp_path, []) == []
+
+
+@pytest.mark.gpu
+def test_local_executor_one_worker_per_gpu(tmp_path, tiny_data):
+    import torch
+
+    from bench.runner import run
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2+ GPUs")
+    out = tmp_path / "run"
+    assert run(_protocol(tmp_path), _opts(tiny_data, out, device="auto"))[0] == 0
+    devices = {json.loads((out / "jobs/efficientnet_b0" / f"fold{k}" / "DONE").read_text())["device"] for k in (0, 1)}
+    assert len(devices) == 2
