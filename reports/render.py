@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import importlib.util
+import inspect
 import json
 import math
 from pathlib import Path
@@ -208,13 +209,15 @@ def render_html(context: dict, template: str = "report.html.j2") -> str:
     return env.get_template(template).render(css=css, **context)
 
 
-def claims_for(claims_path, run_dir) -> tuple[dict | None, str | None]:
+def claims_for(claims_path, run_dir, summary: dict | None = None) -> tuple[dict | None, str | None]:
     """The claims audit when asked for and available, else a note saying why not."""
     if claims_path is None:
         return None, "No claims file was given (--claims CLAIMS.yaml)."
     if not _has_module("reports.claims"):
         return None, "The claims audit module (reports.claims) is not available in this installation."
     from reports.claims import audit_claims
+    if summary is not None and "summary" in inspect.signature(audit_claims).parameters:
+        return audit_claims(claims_path, run_dir, summary=summary), None  # reuse: no second bootstrap
     return audit_claims(claims_path, run_dir), None
 
 
@@ -224,5 +227,5 @@ def render_report(run_dir, out_path=None, claims_path=None, n_boot: int = 10_000
     run = load_run(run_dir)
     if summary is None:
         summary = summarize_loaded(run, n_boot=n_boot, seed=seed)
-    audit, note = claims_for(claims_path, run_dir)
+    audit, note = claims_for(claims_path, run_dir, summary)
     return render_html(build_context(run, summary, audit, note)), summary

@@ -213,13 +213,25 @@ def _clean(d):
     return {k: (_f(v) if isinstance(v, (float, np.floating)) else v) for k, v in d.items()}
 
 
+HEADLINE_LATENCY = ("batch_size", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "peak_memory_bytes")
+
+
 def _efficiency(run: Run) -> dict:
+    """Per model: params, FLOPs, headline latency/memory (latency.json) and training time (DONE markers)."""
     out = {}
     lat = (run.latency or {}).get("models", {})
     for name, mr in run.models.items():
         seconds = [f.done.get("seconds") for f in mr.folds if f.done and f.done.get("seconds") is not None]
-        info = dict(lat.get(name) or {})
-        info.setdefault("params", (run.run.get("models", {}).get(name) or {}).get("params"))
+        src = lat.get(name) or {}
+        info = {k: src.get(k) for k in ("params", "flops", "input_size", "error")}
+        for prec in ("fp32", "bf16"):
+            blk = src.get(prec)
+            info[prec] = {k: blk.get(k) for k in HEADLINE_LATENCY} if isinstance(blk, dict) else None
+        tr = src.get("train")
+        info["train"] = ({k: tr.get(k) for k in ("batch", "p50_ms", "images_per_s", "peak_memory_bytes")}
+                         if isinstance(tr, dict) else None)
+        if info["params"] is None:
+            info["params"] = (run.run.get("models", {}).get(name) or {}).get("params")
         info["train_seconds_total"] = float(sum(seconds)) if seconds else None
         info["n_folds_done"] = sum(1 for f in mr.folds if f.done is not None)
         out[name] = info
