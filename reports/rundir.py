@@ -95,10 +95,55 @@ class Run:
 
     @property
     def groups(self) -> dict:
-        """image_id -> cluster (patient / duplicate cluster) from splits.json; empty when unknown."""
-        if not self.splits:
-            return {}
-        return {i: v.get("group") for i, v in self.splits.get("images", {}).items()}
+        """image_id -> cluster for the bootstrap: the union of splits.json groups and leakage.json duplicate clusters.
+
+        Images that share a patient (splits group) or are near-duplicates of each other (leakage clusters)
+        end up in one cluster, so the CIs resample whole patients / duplicate clusters, not frames.
+        An image-level split records each image as its own group; then only the leakage clusters group.
+        """
+        return merge_partitions(self.split_groups, self.leakage_clusters)
+
+    @property
+    def split_groups(self) -> dict:
+        return {i: v.get("group") for i, v in ((self.splits or {}).get("images") or {}).items()}
+
+    @property
+    def leakage_clusters(self) -> dict:
+        clusters = (self.leakage or {}).get("clusters")
+        return dict(clusters) if isinstance(clusters, dict) else {}
+
+    @property
+    def cluster_source(self) -> str:
+        parts = []
+        sg = self.split_groups
+        if sg and len(set(sg.values())) < len(sg):
+            parts.append(f"splits.json groups ({(self.splits or {}).get('level')} level)")
+        lc = self.leakage_clusters
+        if lc and len(set(lc.values())) < len(lc):
+            parts.append("leakage.json near-duplicate clusters")
+        return " merged with ".join(parts) if parts else "none: every image its own cluster"
+
+
+def merge_partitions(*partitions: dict) -> dict:
+    """Connected components of several image -> label partitions (union-find); ids missing from all map to None."""
+    parent: dict = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    ids = set()
+    for k, part in enumerate(partitions):
+        for img, lab in part.items():
+            if lab is None:
+                continue
+            ids.add(img)
+            a, b = find(("img", img)), find((k, str(lab)))
+            if a != b:
+                parent[a] = b
+    return {img: repr(find(("img", img))) for img in sorted(ids)}
 
 
 def _read_done(path: Path) -> dict | None:

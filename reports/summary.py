@@ -304,7 +304,7 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
         "n_folds": (run.splits or {}).get("n_folds"),
         "test_class_counts": np.bincount(run.models[names[0]].ensemble["labels"], minlength=len(run.class_names)).tolist()
         if names else None,
-        "clusters": {"source": "splits.json images[].group" if clusters.known else "none (images independent)",
+        "clusters": {"source": run.cluster_source if clusters.clustered else "none: every image its own cluster",
                      "n_test_clusters": clusters.n_clusters, "clustered": clusters.clustered},
         "bootstrap": {"n_boot": n_boot, "seed": seed, "ci": "95 % percentile"},
         "smoke": bool(run.run.get("smoke", False)),

@@ -65,7 +65,9 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
 
     splits = {"schema": "fibrobench.splits/1", "level": level, "seed": seed, "test_fraction": 0.2,
               "n_folds": n_folds, "class_names": CLASS_NAMES,
-              "images": {i: {"label": int(labels[n]), "group": groups[n]} for n, i in enumerate(ids)},
+              # as protocols.splits writes it: at image level every image is its own group
+              "images": {i: {"label": int(labels[n]), "group": groups[n] if level != "image" else i}
+                         for n, i in enumerate(ids)},
               "holdout": {"trainval": trainval, "test": test}, "folds": folds,
               "class_counts": {"trainval": counts(trainval), "test": counts(test),
                                "folds": [{"train": counts(f["train"]), "val": counts(f["val"])} for f in folds]}}
@@ -146,7 +148,8 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
                                                "direct_links": 3 if leaky else 0}],
                                     "examples": []},
                 "probe": None, "linear_probe": None,
-                "clusters": {i: groups[n] for n, i in enumerate(ids)}}
+                # near-duplicate clusters: here the frames of one patient (integer ids, as the audit writes them)
+                "clusters": {i: int(groups[n][1:]) for n, i in enumerate(ids)}}
         (root / "leakage.json").write_text(json.dumps(leak, indent=1))
     if write_latency:
         lat = {"schema": "fibrobench.latency/1", "device": {"device": "cpu", "name": "fake cpu"},

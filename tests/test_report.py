@@ -64,6 +64,22 @@ def test_clusters_are_patients_and_bootstrap_is_clustered(summary):
     assert "clustered" in summary["models"]["resnet50"]["ensemble"]["auroc_cutoffs"][">=F2"]["method"]
 
 
+def test_image_level_split_still_resamples_duplicate_clusters(tmp_path):
+    rd = make_fake_run(tmp_path / "img", models=("resnet50",), n_patients=30, level="image")
+    s = summarize_run(rd, n_boot=100)
+    assert s["clusters"]["clustered"] and "leakage.json" in s["clusters"]["source"]
+    assert "cluster bootstrap" in s["models"]["resnet50"]["ensemble"]["accuracy"]["method"]
+    (rd / "leakage.json").unlink()  # without the duplicate clusters the images are independent
+    s = summarize_run(rd, n_boot=100)
+    assert not s["clusters"]["clustered"] and s["models"]["resnet50"]["ensemble"]["accuracy"]["method"] == "Wilson"
+
+
+def test_merge_partitions_is_transitive():
+    from reports.rundir import merge_partitions
+    m = merge_partitions({"a": "p1", "b": "p1", "c": "p2", "d": "p3"}, {"b": 7, "c": 7, "d": 8})
+    assert m["a"] == m["b"] == m["c"] and m["d"] != m["a"]
+
+
 def test_folds_and_oof(run_dir, summary):
     folds = summary["models"]["resnet50"]["folds"]
     vals = []
