@@ -205,3 +205,41 @@ def test_cli_models_bad_input(tmp_path, capsys):
     assert main(["models", "--models", "vit_b_16", "--input-size", "40", "--json", str(out)]) == 2
     assert "input_size" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --- GPU (skipped without CUDA) --------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", CONTRACT)
+def test_gpu_bf16_channels_last_train_step_and_flops(name):
+    """At 224 px on CUDA: one AdamW step under bf16 autocast in channels_last is finite and moves the
+    weights; FlopCounterMode on real CUDA tensors gives the meta-device count used by model_facts."""
+    torch.manual_seed(0)
+    model = create_model(name, input_size=224).cuda().to(memory_format=torch.channels_last).train()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(8, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 5, (8,), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    opt.step()
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters()))
+    model.eval()
+    assert count_flops(model, x[:1]) == model_facts(name, 224)["flops"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", CONTRACT)
+def test_gpu_fp32_matches_cpu(name, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = create_model(name, input_size=64).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        out = model.cuda()(x.cuda()).cpu()
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-4)
