@@ -262,8 +262,8 @@ def make_patient(rng: np.random.Generator, pid: str, stage: int, device: str, si
         u = (x_cm - gx) * math.cos(rot) + (y_cm - gy) * math.sin(rot)
         v = -(x_cm - gx) * math.sin(rot) + (y_cm - gy) * math.cos(rot)
         inside = (u / a) ** 2 + (v / b) ** 2 <= 1
-        shadow_zone = (np.abs(phi - ang) < max(a, b) / dep * 0.7) & (d > dep - r0c + b)
-        echo[shadow_zone & liver] *= 1.4
+        behind = (np.abs(phi - ang) < max(a, b) / dep * 0.7) & (d > dep - r0c + b)
+        echo[behind & liver] *= 1.4
         echo[inside] = 0.002
     # vessels: anechoic tubes, portal veins with bright walls
     for _ in range(int(rng.integers(4, 9))):
@@ -274,12 +274,11 @@ def make_patient(rng: np.random.Generator, pid: str, stage: int, device: str, si
         hl = rng.uniform(0.8, 3.5)
         rad = rng.uniform(0.15, 0.7)
         p, q = c - hl * np.array([math.cos(th), math.sin(th)]), c + hl * np.array([math.cos(th), math.sin(th)])
-        ex = hl + rad + 0.2
         x0 = int(max(0, ((min(p[0], q[0]) - rad - 0.2) * ppc + g.cx + g.margin) / ds))
         x1 = int(min(We, ((max(p[0], q[0]) + rad + 0.2) * ppc + g.cx + g.margin) / ds + 2))
         y0 = int(max(0, ((min(p[1], q[1]) - rad - 0.2) * ppc + g.y_apex + g.margin) / ds))
         y1 = int(min(He, ((max(p[1], q[1]) + rad + 0.2) * ppc + g.y_apex + g.margin) / ds + 2))
-        if x1 <= x0 or y1 <= y0 or ex <= 0:
+        if x1 <= x0 or y1 <= y0:
             continue
         bx, by = x_cm[y0:y1, x0:x1], y_cm[y0:y1, x0:x1]
         vx, vy = q - p
