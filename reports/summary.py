@@ -70,12 +70,27 @@ def _boot_mean(values, codes, weights):
     return num / np.maximum(den, 1)
 
 
+def _denominator(metric: str, c: int, y, yhat) -> np.ndarray:
+    """Which images a per-class proportion is computed over."""
+    return {"recall": y == c, "specificity": y != c, "precision": yhat == c, "npv": yhat != c}[metric]
+
+
+def _boundary_ci(all_success: bool, codes) -> dict:
+    """0 % or 100 % with clustered images: the percentile bootstrap collapses to a point, so take the
+    clusters as the independent units (Wilson on the number of clusters) - conservative."""
+    n_c = int(len(np.unique(codes)))
+    k_c = n_c if all_success else 0
+    return {"ci": list(S.wilson_ci(k_c, n_c)), "k": k_c, "n": n_c,
+            "method": "Wilson on clusters (all-or-none outcome, bootstrap would be degenerate)"}
+
+
 def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tuple[dict, dict]:
     """Every metric with value, 95 % CI and method; also returns the bootstrap replicates of the confusion metrics."""
     y = np.asarray(y)
     n_classes = len(class_names)
     point = M.classification_report(y, probs, class_names)
     cm = np.asarray(point["confusion"])
+    yhat = probs.argmax(1)
     boot_cm = None
     boot = {}
     if weights is not None:
@@ -91,6 +106,8 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
         if name in PROPORTIONS and not clustered:
             k = int(np.trace(cm))
             entry.update(ci=list(S.wilson_ci(k, cm.sum())), method="Wilson", k=k, n=int(cm.sum()))
+        elif name in PROPORTIONS and int(np.trace(cm)) in (0, int(cm.sum())):
+            entry.update(_boundary_ci(np.trace(cm) > 0, codes))
         elif boot:
             lo, hi = S.percentile_ci(boot[name])
             entry.update(ci=_ci(lo, hi), method=bmethod)
@@ -108,6 +125,9 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
             if not clustered:
                 row[mname] = {"value": _f(pc[mname]), "ci": list(S.wilson_ci(k, n)) if n else [None, None],
                               "method": "Wilson", "k": int(k), "n": int(n)}
+            elif n and k in (0, n):
+                row[mname] = {"value": _f(pc[mname]),
+                              **_boundary_ci(k > 0, codes[_denominator(mname, c, y, yhat)])}
             elif boot:
                 lo, hi = S.percentile_ci(boot_pc[mname][:, c])
                 row[mname] = {"value": _f(pc[mname]), "ci": _ci(lo, hi), "method": bmethod}

@@ -74,6 +74,22 @@ def test_image_level_split_still_resamples_duplicate_clusters(tmp_path):
     assert not s["clusters"]["clustered"] and s["models"]["resnet50"]["ensemble"]["accuracy"]["method"] == "Wilson"
 
 
+def test_perfect_clustered_proportion_gets_a_cluster_wilson_interval(tmp_path):
+    rd = make_fake_run(tmp_path / "p", models=("resnet50",), n_patients=40, quality={"resnet50": 12.0})
+    s = summarize_run(rd, n_boot=200)
+    ens = s["models"]["resnet50"]["ensemble"]
+    with np.load(rd / "ensemble" / "resnet50.npz") as z:
+        y, ids = z["labels"], z["ids"].astype(str)
+    groups = json.loads((rd / "splits.json").read_text())["images"]
+    assert ens["accuracy"]["value"] == 1.0
+    n_clusters = len({groups[i]["group"] for i in ids})
+    assert ens["accuracy"]["ci"] == pytest.approx(list(proportion_confint(n_clusters, n_clusters, method="wilson")))
+    assert "Wilson on clusters" in ens["accuracy"]["method"] and ens["accuracy"]["ci"][0] < 1
+    c = int(np.bincount(y).argmax())
+    rec = ens["per_class"][f"F{c}"]["recall"]
+    assert rec["n"] == len({groups[i]["group"] for i in ids[y == c]})
+
+
 def test_merge_partitions_is_transitive():
     from reports.rundir import merge_partitions
     m = merge_partitions({"a": "p1", "b": "p1", "c": "p2", "d": "p3"}, {"b": 7, "c": 7, "d": 8})
