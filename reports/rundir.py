@@ -101,7 +101,13 @@ class Run:
         end up in one cluster, so the CIs resample whole patients / duplicate clusters, not frames.
         An image-level split records each image as its own group; then only the leakage clusters group.
         """
-        return merge_partitions(self.split_groups, self.leakage_clusters)
+        return merge_partitions(self.split_groups, self.split_patients, self.leakage_clusters)
+
+    @property
+    def split_patients(self) -> dict:
+        """image_id -> patient when splits.json records it besides the group (optional `patient` key)."""
+        return {i: v.get("patient") for i, v in ((self.splits or {}).get("images") or {}).items()
+                if v.get("patient") is not None}
 
     @property
     def split_groups(self) -> dict:
@@ -118,6 +124,8 @@ class Run:
         sg = self.split_groups
         if sg and len(set(sg.values())) < len(sg):
             parts.append(f"splits.json groups ({(self.splits or {}).get('level')} level)")
+        if self.split_patients:
+            parts.append("splits.json patient ids")
         lc = self.leakage_clusters
         if lc and len(set(lc.values())) < len(lc):
             parts.append("leakage.json near-duplicate clusters")

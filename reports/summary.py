@@ -267,8 +267,9 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
         if mr.ensemble is None:
             warnings.append(f"{m}: no completed fold job, no holdout ensemble")
         n_done = sum(1 for f in mr.folds if f.done is not None)
-        if mr.folds and n_done < len(mr.folds):
-            warnings.append(f"{m}: only {n_done} of {len(mr.folds)} fold jobs complete (no DONE marker)")
+        n_expected = max(len(mr.folds), int((run.splits or {}).get("n_folds") or 0))
+        if n_expected and n_done < n_expected and mr.ensemble is not None:
+            warnings.append(f"{m}: only {n_done} of {n_expected} fold jobs complete (DONE marker)")
     test_ids = list(run.models[names[0]].ensemble["ids"]) if names else []
     trainval = set((run.splits or {}).get("holdout", {}).get("trainval", []))
     if trainval and set(test_ids) & trainval:
