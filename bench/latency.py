@@ -469,8 +469,8 @@ def run_latency(names: list[str], cfg: LatencyConfig, device="auto", factory=def
 
 def cross_check(model, device, batch: int, input_size: int, rounds: int = 3, runs: int = 20,
                 warmup: int = 5, precision: str = "fp32", channels_last: bool = False) -> dict:
-    """Median per call measured here vs torch.utils.benchmark.Timer on the same callable, interleaved
-    in `rounds` so that load drift on a shared machine hits both alike."""
+    """Median per call measured here vs torch.utils.benchmark.Timer on the same callable. The two
+    alternate call by call, so load drift on a shared machine hits both alike."""
     import torch
     from torch.utils.benchmark import Timer
     model.eval()
@@ -480,13 +480,13 @@ def cross_check(model, device, batch: int, input_size: int, rounds: int = 3, run
         with torch.inference_mode(), autocast(device, precision):
             return model(x)
 
-    ours, theirs = [], []
     timer = Timer(stmt="call()", globals={"call": call}, num_threads=torch.get_num_threads())
-    for _ in range(rounds):
-        ours += time_calls(call, runs, warmup, device)
-        for _ in range(warmup):
-            call()
-        theirs += [timer.timeit(1).median for _ in range(runs)]
+    for _ in range(warmup):
+        call()
+    ours, theirs = [], []
+    for _ in range(rounds * runs):
+        ours += time_calls(call, 1, 0, device)
+        theirs.append(timer.timeit(1).median)
     a, b = float(np.median(ours)) * 1e3, float(np.median(theirs)) * 1e3
     return {"batch": batch, "precision": precision, "rounds": rounds, "runs_per_round": runs,
             "ours_median_ms": a, "timer_median_ms": b, "rel_diff": abs(a - b) / b,
