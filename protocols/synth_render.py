@@ -105,7 +105,7 @@ def geometry(device_name: str, W: int, H: int) -> Geometry:
     cx = (W - 1) / 2.0
     y_apex = top - r0
     n_r = max(8, int(round(depth_px)))
-    n_b = max(8, int(math.ceil(2 * half * r1 / 2.0)) + 1)   # beams <= 2 px apart at the deepest point
+    n_b = max(8, int(math.ceil(2 * half * r1 / 2.5)) + 1)   # beams <= 2.5 px apart at the deepest point
     radii = (r0 + (np.arange(n_r, dtype=np.float64) + 0.5) * (depth_px / n_r)).astype(np.float32)
     angles = np.linspace(-half, half, n_b).astype(np.float32)
 
