@@ -36,13 +36,14 @@ def main(args) -> int:
 
         run_dir = Path(args.run_dirs[0])
         out = Path(args.output) if args.output else run_dir / "report.html"
-        html, summary = render_report(run_dir, claims_path=args.claims, n_boot=args.n_boot, seed=args.seed)
+        html, summary = render_report(run_dir, claims_path=args.claims, n_boot=args.n_boot, seed=args.seed,
+                                      provenance=prov)
         result = {**summary, "provenance": prov}
     else:
         from reports.compare import render_compare
 
         out = Path(args.output) if args.output else Path("compare.html")
-        html, result = render_compare(args.run_dirs, n_boot=args.n_boot, seed=args.seed)
+        html, result = render_compare(args.run_dirs, n_boot=args.n_boot, seed=args.seed, provenance=prov)
         result = {**result, "provenance": prov}
     if args.json:
         write_json(args.json, result)

@@ -106,8 +106,9 @@ def compare_runs(run_dirs, n_boot: int = 10_000, seed: int = 0) -> tuple[dict, l
     return compare_summaries(summaries, [r.run for r in runs]), summaries
 
 
-def render_compare(run_dirs, n_boot: int = 10_000, seed: int = 0) -> tuple[str, dict]:
+def render_compare(run_dirs, n_boot: int = 10_000, seed: int = 0, provenance: dict | None = None) -> tuple[str, dict]:
+    """(html, comparison dict) for several run directories."""
     comp, summaries = compare_runs(run_dirs, n_boot=n_boot, seed=seed)
     ctx = {"title": f"fibrobench comparison of {len(run_dirs)} runs", "cmp": comp, "summaries": summaries,
-           "metrics": METRICS, "labels": dict(render.HEADLINE, ece="ECE", brier="Brier")}
+           "metrics": METRICS, "labels": dict(render.HEADLINE, ece="ECE", brier="Brier"), "report_prov": provenance}
     return render.render_html(ctx, "compare.html.j2"), comp

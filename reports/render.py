@@ -222,10 +222,12 @@ def claims_for(claims_path, run_dir, summary: dict | None = None) -> tuple[dict 
 
 
 def render_report(run_dir, out_path=None, claims_path=None, n_boot: int = 10_000, seed: int = 0,
-                  summary: dict | None = None) -> tuple[str, dict]:
-    """Summarise RUN_DIR (unless a summary is given) and return (html, summary); the caller writes the file."""
+                  summary: dict | None = None, provenance: dict | None = None) -> tuple[str, dict]:
+    """Summarise RUN_DIR (unless a summary is given) and return (html, summary); the caller writes the file.
+
+    `provenance` (bench.provenance.collect of the report command) is shown in the footer."""
     run = load_run(run_dir)
     if summary is None:
         summary = summarize_loaded(run, n_boot=n_boot, seed=seed)
     audit, note = claims_for(claims_path, run_dir, summary)
-    return render_html(build_context(run, summary, audit, note)), summary
+    return render_html({**build_context(run, summary, audit, note), "report_prov": provenance}), summary

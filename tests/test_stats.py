@@ -176,3 +176,23 @@ def test_holm_matches_statsmodels_on_random_pvalues():
     for size in (1, 4, 9):  # few calls: statsmodels' Holm runs gc.collect() each time
         p = np.round(rng.uniform(0, 0.2, size), 2)  # ties included
         np.testing.assert_allclose(S.holm(p), multipletests(p, method="holm")[1])
+
+
+def test_cluster_bootstrap_is_wider_for_correlated_clusters():
+    # 40 patients x 5 frames, every frame of a patient right or wrong together: effective n is 40, not 200
+    rng = np.random.default_rng(11)
+    right = np.repeat(rng.uniform(size=40) < 0.8, 5)
+    y = np.zeros(200, int)
+    yhat = np.where(right, 0, 1)
+    codes = S.group_codes(np.repeat(np.arange(40), 5))
+
+    def width(c):
+        w = S.bootstrap_weights(int(c.max()) + 1, n_boot=4000, seed=0)
+        acc = M.from_confusion(S.bootstrap_confusions(y, yhat, c, w, 2))["accuracy"]
+        lo, hi = S.percentile_ci(acc)
+        return hi - lo
+
+    clustered, naive = width(codes), width(np.arange(200))
+    assert clustered > 1.8 * naive  # sqrt(5) ~ 2.24 in theory
+    p = right.mean()
+    assert clustered == pytest.approx(2 * 1.96 * math.sqrt(p * (1 - p) / 40), rel=0.15)
