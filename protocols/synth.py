@@ -9,8 +9,8 @@ Layout written (see protocols/synth_render.py for the image physics):
 The whole tree is written into a hidden sibling folder and renamed into place at the end, so an interrupted run
 never leaves a folder that looks like a complete dataset.
 
-Cohort: stages are allocated to patients in the proportions of the public dataset's images (2,114 / 861 / 793 /
-857 / 1,698 of 6,323, largest-remainder rounding); each patient has 1 + Poisson(6) frames (mean 7, at most 16),
+Cohort: one patient per stage, the others allocated in the proportions of the public dataset's images (2,114 /
+861 / 793 / 857 / 1,698 of 6,323, largest-remainder rounding), so no class is ever empty; each patient has 1 + Poisson(6) frames (mean 7, at most 16),
 a site (S1 55 %, S2 45 %) and one of that site's five scanner profiles (D4, D5 are used at both sites). Stage is
 independent of site and scanner. Same seed -> same cohort and byte-identical PNGs, whatever `workers` is.
 """
@@ -55,10 +55,15 @@ def allocate(n: int, proportions) -> np.ndarray:
     return counts
 
 
+def stage_counts(n_patients: int) -> np.ndarray:
+    """Patients per stage: one each, the rest in the paper's proportions (within 2 of n * p for every stage)."""
+    return 1 + allocate(n_patients - len(CLASS_NAMES), PREVALENCE)
+
+
 def plan_cohort(n_patients: int, seed: int = 0) -> pd.DataFrame:
     """One row per patient: index, patient_id, stage, site, device, n_frames (depends only on n_patients, seed)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
-    stages = rng.permutation(np.repeat(np.arange(5), allocate(n_patients, PREVALENCE)))
+    stages = rng.permutation(np.repeat(np.arange(5), stage_counts(n_patients)))
     sites = rng.choice(list(SITE_SHARE), size=n_patients, p=list(SITE_SHARE.values()))
     devices = [SITES[s][int(rng.integers(len(SITES[s])))] for s in sites]
     n_frames = np.minimum(1 + rng.poisson(MEAN_FRAMES - 1, size=n_patients), MAX_FRAMES)
@@ -173,7 +178,7 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
             "format": "8-bit single-channel grey PNG (mode L); overlay text/markers at 255, outside the sector 0",
             "n_images": int(len(truth)), "n_patients": int(n_patients),
             "class_counts_images": {c: int(img_counts[c]) for c in CLASS_NAMES},
-            "class_counts_patients": {c: int(v) for c, v in zip(CLASS_NAMES, allocate(n_patients, PREVALENCE))},
+            "class_counts_patients": {c: int(v) for c, v in zip(CLASS_NAMES, stage_counts(n_patients))},
             "provenance": provenance})
         write_text(tmp / "manifest.csv", manifest.to_csv(index=False, lineterminator="\n"))
         _check_target(out, overwrite)

@@ -54,6 +54,14 @@ def test_allocate_is_largest_remainder():
         assert np.all(np.abs(c - n * np.asarray(PREVALENCE)) < 1)
 
 
+def test_every_stage_has_a_patient_even_in_tiny_cohorts():
+    for n in range(5, 30):
+        c = synth.stage_counts(n)
+        assert c.sum() == n and c.min() >= 1
+        assert np.all(np.abs(c - n * np.asarray(PREVALENCE)) < 2)      # |1 - 5p| + rounding
+        assert sorted(set(plan_cohort(n, n)["stage"])) == [0, 1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_prevalence_matches_the_paper_dataset(seed):
     plan = plan_cohort(900, seed)
