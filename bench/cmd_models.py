@@ -1,4 +1,12 @@
-"""`fibrobench models`: the registry with parameters, CBAM overhead, FLOPs and activation memory."""
+"""`fibrobench models`: the registry with parameters, CBAM overhead, FLOPs and activation memory.
+
+`--json OUT` schema "fibrobench.models/1":
+  {"schema", "input_size", "num_classes", "flops_method", "activation_method",
+   "models": {name: {"name", "input_size", "num_classes", "params_total", "params_trainable",
+                     "params_cbam", "n_cbam_modules", "added_params_vs_resnet50",
+                     "flops" (FlopCounterMode, batch 1, = 2 x macs), "macs", "activation_bytes"}},
+   "provenance": bench.provenance.collect(...)}
+"""
 from __future__ import annotations
 
 import argparse
