@@ -242,3 +242,12 @@ def test_cli_bad_input_exit_2_and_nothing_written(tmp_path, run_dir, capsys):
     assert cli(["report", str(bad), "-o", str(out)]) == 2
     assert "ensemble/resnet50.npz" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".r.html*"))
+
+
+def test_claims_section_uses_the_claims_audit(run_dir):
+    claims = Path(__file__).resolve().parent.parent / "protocols" / "afif2025" / "claims.yaml"
+    pytest.importorskip("reports.claims")  # another engineer's module; skip only if it is not installed
+    if not claims.exists():
+        pytest.skip("protocols/afif2025/claims.yaml not present")
+    html = _html(run_dir, claims_path=claims)
+    assert 'id="claims-audit"' in html and "No claims file was given" not in html
