@@ -39,7 +39,7 @@ def bootstrap_weights(n_clusters: int, n_boot: int = 10_000, seed: int = 0, chun
     out = np.empty((n_boot, n_clusters), dtype=np.float32)
     for start in range(0, n_boot, chunk):  # chunks keep the bincount in cache
         rows = min(chunk, n_boot - start)
-        draws = rng.integers(0, n_clusters, size=(rows, n_clusters), dtype=np.int64)
+        draws = rng.integers(0, n_clusters, size=(rows, n_clusters), dtype=np.int32)
         flat = (draws + (np.arange(rows) * n_clusters)[:, None]).ravel()
         out[start:start + rows] = np.bincount(flat, minlength=rows * n_clusters).reshape(rows, n_clusters)
     return out

@@ -51,23 +51,28 @@ class _Clusters:
         return self.codes[[self.index[i] for i in ids]]
 
 
-def _boot_ece(y, probs, codes, weights, n_bins=cal.N_BINS):
+def _boot_all(y, probs, codes, weights, n_bins=cal.N_BINS):
+    """Bootstrap replicates of the confusion matrix, ECE and Brier from ONE matmul of the cluster weights
+    with the per-cluster sums [confusion cells | bin counts | bin confidence | bin correct | Brier | images]."""
+    n, n_classes = probs.shape
+    yhat = probs.argmax(1)
     conf = probs.max(1)
-    correct = (probs.argmax(1) == y).astype(float)
-    idx = np.clip(np.searchsorted(np.linspace(0, 1, n_bins + 1), conf, side="left") - 1, 0, n_bins - 1)
-    onehot = np.eye(n_bins)[idx]
-    g = weights.shape[1]
-    cnt = weights @ S.cluster_sums(onehot, codes, g).astype(np.float32)
-    cs = weights @ S.cluster_sums(onehot * conf[:, None], codes, g).astype(np.float32)
-    ac = weights @ S.cluster_sums(onehot * correct[:, None], codes, g).astype(np.float32)
-    return np.abs(ac - cs).sum(1) / np.maximum(cnt.sum(1), 1)
-
-
-def _boot_mean(values, codes, weights):
-    g = weights.shape[1]
-    num = weights @ S.cluster_sums(values, codes, g).astype(np.float32)
-    den = weights @ np.bincount(codes, minlength=g).astype(np.float32)
-    return num / np.maximum(den, 1)
+    correct = (yhat == y).astype(float)
+    b = np.clip(np.searchsorted(np.linspace(0, 1, n_bins + 1), conf, side="left") - 1, 0, n_bins - 1)
+    feats = np.zeros((n, n_classes * n_classes + 3 * n_bins + 2))
+    rows = np.arange(n)
+    feats[rows, y * n_classes + yhat] = 1.0
+    o = n_classes * n_classes
+    feats[rows, o + b] = 1.0
+    feats[rows, o + n_bins + b] = conf
+    feats[rows, o + 2 * n_bins + b] = correct
+    feats[:, -2] = ((probs - np.eye(n_classes)[y]) ** 2).sum(1)
+    feats[:, -1] = 1.0
+    agg = weights @ S.cluster_sums(feats, codes, weights.shape[1]).astype(np.float32)
+    cms = agg[:, :o].reshape(-1, n_classes, n_classes)
+    cnt, cs, ac = (agg[:, o + k * n_bins:o + (k + 1) * n_bins] for k in range(3))
+    total = np.maximum(agg[:, -1], 1)
+    return cms, np.abs(ac - cs).sum(1) / total, agg[:, -2] / total
 
 
 def _denominator(metric: str, c: int, y, yhat) -> np.ndarray:
@@ -94,7 +99,7 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
     boot_cm = None
     boot = {}
     if weights is not None:
-        boot_cm = S.bootstrap_confusions(y, probs.argmax(1), codes, weights, n_classes)
+        boot_cm, boot_ece, boot_brier = _boot_all(y, probs, codes, weights)
         boot = M.from_confusion(boot_cm)
         boot_pc = M.per_class(boot_cm)
     n_boot = 0 if weights is None else weights.shape[0]
@@ -155,9 +160,8 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
     out["ece"] = {"value": _f(calib["ece"]), "binning": calib["binning"]}
     out["brier"] = {"value": _f(calib["brier"])}
     if weights is not None:
-        out["ece"].update(ci=_ci(*S.percentile_ci(_boot_ece(y, probs, codes, weights))), method=bmethod)
-        per_img = ((probs - np.eye(n_classes)[y]) ** 2).sum(1)
-        out["brier"].update(ci=_ci(*S.percentile_ci(_boot_mean(per_img, codes, weights))), method=bmethod)
+        out["ece"].update(ci=_ci(*S.percentile_ci(boot_ece)), method=bmethod)
+        out["brier"].update(ci=_ci(*S.percentile_ci(boot_brier)), method=bmethod)
     out["reliability"] = calib["reliability"]
     out["confusion"] = point["confusion"]
     out["n"] = int(len(y))
