@@ -28,6 +28,8 @@ def add_arguments(p):
 def main(args) -> int:
     if args.n_boot < 0:
         raise ReportInputError("--n-boot", None, "must be >= 0")
+    if args.claims is not None and len(args.run_dirs) > 1:
+        raise ReportInputError("--claims", None, "audits one run; give a single RUN_DIR with --claims")
     if args.claims is not None and not Path(args.claims).is_file():
         raise ReportInputError(args.claims, None, "claims file not found")
     prov = collect(args.argv, device=None, seeds={"bootstrap": args.seed})

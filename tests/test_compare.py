@@ -78,3 +78,9 @@ def test_cli_compare_html(tmp_path, summaries):
         assert f'id="{sec}"' in html
     assert "image" in html and "patient" in html and "Δ run 2 − run 1" in html
     assert not re.search(r"https?://", html) and "<script" not in html.lower()
+
+
+def test_cli_claims_with_several_runs_is_a_usage_error(tmp_path, summaries, capsys):
+    runs, _ = summaries
+    assert cli(["report", str(runs[0]), str(runs[1]), "--claims", "x.yaml", "-o", str(tmp_path / "c.html")]) == 2
+    assert "--claims" in capsys.readouterr().err and not (tmp_path / "c.html").exists()
