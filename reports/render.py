@@ -115,8 +115,15 @@ def _verdict(run: Run, summary: dict, leakage: dict | None, claims_audit: dict |
         lines.append("No model has a completed holdout ensemble: nothing was scored.")
     for c in summary["comparisons"]:
         d = c["holdout_diff"]["accuracy"]
-        lines.append(f"{c['model']} − {c['baseline']}: accuracy {_fmt(d['value'], 'accuracy')} "
-                     f"(CI {_fmt_ci(d.get('ci'), 'accuracy')}), McNemar p = {_fmt_p(c['mcnemar']['p'])} "
+        ci = d.get("ci") or [None, None]
+        if ci[0] is None or ci[1] is None:
+            reading = "no CI"
+        elif ci[0] > 0 or ci[1] < 0:
+            reading = "the 95 % CI excludes no difference"
+        else:
+            reading = "the 95 % CI includes no difference: the data do not separate the two"
+        lines.append(f"{c['model']} − {c['baseline']}: holdout accuracy {_fmt(d['value'], 'accuracy')} "
+                     f"(CI {_fmt_ci(ci, 'accuracy')}; {reading}), McNemar p = {_fmt_p(c['mcnemar']['p'])} "
                      f"(Holm {_fmt_p(c['mcnemar'].get('p_holm'))}).")
     if leakage:
         lines.append(f"Leakage audit verdict: {leakage.get('verdict', 'unknown')}.")
