@@ -2,7 +2,7 @@
 # One prepared GPU measurement pass (about 5-8 min on one H100): every registered model, fp32 + bf16
 # autocast, channels_last, batch 1 (p50/p90/p99 over 100 calls) and 64, the largest batch that fits
 # (doubling search capped at MAX_BATCH_CAP), one SGD training step at batch 64 with its peak memory;
-# then a torch.utils.benchmark cross-check, the GPU unit tests, and (time permitting) a short
+# after the GPU unit tests; then a torch.utils.benchmark cross-check and (time permitting) a short
 # torch.compile check of resnet50. Results go to $OUT (default ./gpu-out):
 #   env.txt, latency_gpu.json (fibrobench.latency/1), latency_gpu.txt, latency_compile.json,
 #   latency_compile.txt, pytest_gpu.txt, suite.log
@@ -57,6 +57,14 @@ if [ "$DEVICE" = cuda ]; then
   "$PY" -c "import torch; assert torch.cuda.is_available()" || { say "CUDA not available: stopping"; exit 4; }
 fi
 
+if "$PY" -c "import pytest" >/dev/null 2>&1; then
+  say "GPU unit tests"
+  timeout 60 "$PY" -m pytest -q -m gpu tests/test_latency.py -p no:cacheprovider > "$OUT/pytest_gpu.txt" 2>&1
+  say "GPU unit tests exit $?"; tail -3 "$OUT/pytest_gpu.txt"
+else
+  say "GPU unit tests skipped (no pytest)"
+fi
+
 MODEL_ARGS=()
 [ -n "${MODELS:-}" ] && MODEL_ARGS=(--models "$MODELS")
 
@@ -68,14 +76,6 @@ timeout $(( BUDGET_S - 60 )) "$PY" -m bench.cmd_latency "${MODEL_ARGS[@]}" --dev
 rc=$?
 say "main pass exit $rc"; cat "$OUT/latency_gpu.txt"
 [ -f "$OUT/latency_gpu.json.partial" ] && say "partial results kept in latency_gpu.json.partial"
-
-if "$PY" -c "import pytest" >/dev/null 2>&1 && [ "$(elapsed)" -lt $(( BUDGET_S - 90 )) ]; then
-  say "GPU unit tests"
-  timeout 60 "$PY" -m pytest -q -m gpu tests/test_latency.py -p no:cacheprovider > "$OUT/pytest_gpu.txt" 2>&1
-  say "GPU unit tests exit $?"; tail -3 "$OUT/pytest_gpu.txt"
-else
-  say "GPU unit tests skipped (no pytest or no time left)"
-fi
 
 left=$(( BUDGET_S - $(elapsed) ))
 if [ "$COMPILE" = 1 ] && [ "$left" -gt 120 ]; then

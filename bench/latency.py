@@ -4,7 +4,9 @@ Method (as timm's benchmark.py and torch.utils.benchmark do it): the model is bu
 precision, inputs live on the device, `warmup` untimed calls first, then every timed call is
 bracketed by a device synchronisation and `time.perf_counter()` (host view of one request:
 kernel launches included). cudnn.benchmark is on for CUDA. Peak memory is reset before each
-measurement: `torch.cuda.max_memory_allocated/reserved` on CUDA (after `empty_cache`, so the
+measurement and read over the timed calls only (after warm-up, so one-off cuDNN autotuning
+workspaces are excluded; what persists, weights and optimiser state, is included):
+`torch.cuda.max_memory_allocated/reserved` on CUDA (after `empty_cache`, so the
 reserved peak is this measurement's own); on CPU the process peak RSS (VmHWM) after resetting it
 through /proc/self/clear_refs (Linux >= 4.0; otherwise ru_maxrss, not resettable, flagged).
 
@@ -16,7 +18,9 @@ JSON schema "fibrobench.latency/1" (written by `fibrobench latency --json` and R
      "packages": {name: version}, "provenance": bench.provenance.collect(...),
      "settings": {"input_size", "batch_sizes", "precisions", "channels_last", "compile", "runs",
                   "warmup", "throughput_runs", "max_batch", "max_batch_cap", "train_batch",
-                  "train_runs", "train_warmup", "cudnn_benchmark", "num_classes"},
+                  "train_runs", "train_warmup", "cudnn_benchmark", "num_classes",
+                  "tf32": {"cudnn_allow_tf32", "matmul_allow_tf32", "float32_matmul_precision"}},
+     ("fp32" means torch's defaults: on CUDA convolutions may use TF32, matmuls do not; see "tf32")
      "models": {name: {
         "params": int, "params_trainable": int, "flops": int|null (per image, forward),
         "facts_source": "models.model_facts"|"counted", "input_size": int,
@@ -240,6 +244,16 @@ class PeakMemory:
 
 # ---------------------------------------------------------------- measurements
 
+def _timed_window(fn, runs: int, warmup: int, device) -> tuple[list[float], dict]:
+    """Warm-up outside, timed calls inside the peak-memory window: one-off workspaces (cuDNN autotuning)
+    are excluded, memory that persists (weights, optimiser state) is included."""
+    for _ in range(warmup):
+        fn()
+    with PeakMemory(device) as pm:
+        times = time_calls(fn, runs, 0, device)
+    return times, pm.result
+
+
 def _input(batch: int, size: int, device, channels_last: bool):
     import torch
     x = torch.randn(batch, 3, size, size, device=device)
@@ -257,11 +271,10 @@ def measure_inference(model, device, batch: int, input_size: int, precision: str
         with torch.inference_mode(), autocast(device, precision):
             return model(x)
 
-    with PeakMemory(device) as pm:
-        times = time_calls(call, runs, warmup, device)
+    times, mem = _timed_window(call, runs, warmup, device)
     out = {"batch": batch, "warmup": warmup, **summarize_times(times)}
     out["images_per_s"] = batch / (out["p50_ms"] / 1e3)
-    out.update(pm.result)
+    out.update(mem)
     return out
 
 
@@ -284,13 +297,12 @@ def measure_train_step(model, device, batch: int, input_size: int, precision: st
         loss.backward()
         opt.step()
 
-    with PeakMemory(device) as pm:
-        times = time_calls(step, runs, warmup, device)
+    times, mem = _timed_window(step, runs, warmup, device)
     del opt
     model.eval()
     out = {"batch": batch, "warmup": warmup, **summarize_times(times)}
     out["images_per_s"] = batch / (out["p50_ms"] / 1e3)
-    out.update(pm.result)
+    out.update(mem)
     return out
 
 
@@ -452,6 +464,10 @@ def run_latency(names: list[str], cfg: LatencyConfig, device="auto", factory=def
            "provenance": prov, "models": {},
            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k != "extra"}}
     out["settings"]["cudnn_benchmark"] = device.type == "cuda"
+    import torch
+    out["settings"]["tf32"] = {"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                               "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+                               "float32_matmul_precision": torch.get_float32_matmul_precision()}
     out["settings"].update(cfg.extra)
     for name in names:
         t0 = time.perf_counter()
