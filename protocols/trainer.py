@@ -260,6 +260,8 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
             if show:
                 el = time.perf_counter() - t0
                 bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{(i + len(idx)) / max(el, 1e-9):.0f}")
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)        # count queued kernels in this epoch's time, not the next one's
         train_s = time.perf_counter() - t0
         lr = opt.param_groups[0]["lr"]
         sched.step()
