@@ -137,6 +137,9 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
 
     overrides = overrides_of(opts)
     p = apply_overrides(protocol, overrides) if overrides else protocol
+    folds = sorted(set(opts.folds)) if opts.folds else list(range(p.split.n_folds))
+    if any(k < 0 or k >= p.split.n_folds for k in folds):
+        raise BadInput("--folds", "folds", f"fold indices must be in 0..{p.split.n_folds - 1}, got {folds}")
     run_dir = Path(opts.out) if opts.out else default_out(p)
     run_dir.mkdir(parents=True, exist_ok=True)
     sha = protocol_sha256(p)
@@ -146,11 +149,7 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
         raise BadInput(run_path, "protocol_sha256", "this run dir was made with a different protocol "
                        "(or different --models/--epochs/--deterministic); use a new --out")
 
-    folds = sorted(set(opts.folds)) if opts.folds else list(range(p.split.n_folds))
-    if any(k < 0 or k >= p.split.n_folds for k in folds):
-        raise BadInput("--folds", "folds", f"fold indices must be in 0..{p.split.n_folds - 1}, got {folds}")
-
-    df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress)
+    df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress and sys.stderr.isatty())
     fingerprint = data_fingerprint(df)
     if previous and previous.get("data", {}).get("fingerprint") != fingerprint:
         raise BadInput(run_path, "data.fingerprint", "the data changed since this run dir was made; use a new --out")

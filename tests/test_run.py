@@ -178,3 +178,24 @@ def test_bad_protocol_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0] and "train.lr" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_grid_runs_every_variant_on_the_same_splits(tmp_path, tiny_data):
+    proto = _protocol(tmp_path, grid={"train.lr": [0.01, 0.001]})
+    out = tmp_path / "grid"
+    assert _cli(proto, "--data", tiny_data, "--out", out, "--grid", "--folds", "0", "--device", "cpu",
+                "--no-progress") == 0
+    runs = sorted((out / "grid").iterdir())
+    assert len(runs) == 2
+    docs = [json.loads((r / "run.json").read_text()) for r in runs]
+    assert {d["protocol"]["train"]["lr"] for d in docs} == {0.01, 0.001}
+    assert all(d["status"] == "complete" and d["protocol"]["grid"] is None for d in docs)
+    assert docs[0]["splits_sha256"] == docs[1]["splits_sha256"]
+    assert docs[0]["protocol_sha256"] != docs[1]["protocol_sha256"]
+    assert {d["protocol"]["variant"]["id"] for d in docs} == {r.name for r in runs}
+
+
+def test_bad_fold_index_exits_2(tmp_path, tiny_data, capsys):
+    assert _cli(_protocol(tmp_path), "--data", tiny_data, "--out", tmp_path / "r", "--folds", "0,7") == 2
+    assert "--folds" in capsys.readouterr().err and not (tmp_path / "r").exists()
