@@ -24,7 +24,9 @@ def add_arguments(p) -> None:
     p.add_argument("--models", help="comma-separated model names (default: every registered model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-sizes", default="1,64", help="comma-separated (default 1,64); 1 gives the latency percentiles")
-    p.add_argument("--input-size", type=int, default=224, help="square input side in pixels (default 224)")
+    p.add_argument("--input-size", type=int, help="square input side in pixels (default: the protocol's, else 224)")
+    p.add_argument("--protocol", metavar="PROTOCOL.yaml",
+                   help="take the input size and (without --models) the model list from this protocol")
     p.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 autocast (default fp32,bf16)")
     p.add_argument("--channels-last", action=__import__("argparse").BooleanOptionalAction, default=True,
                    help="channels_last memory format for model and input (default on)")
@@ -85,6 +87,16 @@ def main(args) -> int:
     from bench import latency as L
     import torch
 
+    proto_models = None
+    if args.protocol:
+        from protocols.config import load_protocol
+        proto = load_protocol(args.protocol)
+        proto_models = list(proto.models)
+        if args.input_size is None:
+            args.input_size = int(proto.data.input_size)
+    if args.input_size is None:
+        args.input_size = 224
+
     precs = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
     bad = [p for p in precs if p not in L.PRECISIONS]
     if bad or not precs:
@@ -104,7 +116,8 @@ def main(args) -> int:
 
     import models
     known = models.list_models()
-    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else list(known)
+    names = ([n.strip() for n in args.models.split(",") if n.strip()] if args.models
+             else proto_models or list(known))
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise BadInput("<command line>", "--models", f"unknown {unknown or names}; registered: {', '.join(known)}")

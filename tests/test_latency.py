@@ -224,3 +224,18 @@ def test_run_latency_cuda_peak_memory_and_max_batch():
         assert b1["peak_reserved_bytes"] >= b1["peak_allocated_bytes"]
         assert m[prec]["max_batch"]["batch"] == 256 and m[prec]["max_batch"]["capped"]
         assert m["train"]["by_precision"][prec]["peak_allocated_bytes"] > 0
+
+
+def test_cli_latency_takes_input_size_and_models_from_protocol(tmp_path):
+    pytest.importorskip("protocols.config")
+    from pathlib import Path
+    smoke = str(Path(__file__).resolve().parents[1] / "protocols" / "smoke" / "protocol.yaml")
+    if not Path(smoke).exists():
+        pytest.skip("smoke protocol not present")
+    out = tmp_path / "info.json"
+    assert cli(["latency", "--device", "cpu", "--protocol", smoke, "--info-only", "--json", str(out)]) == 0
+    from protocols.config import load_protocol
+    p = load_protocol(smoke)
+    res = json.loads(out.read_text())
+    assert list(res["models"]) == list(p.models)
+    assert all(m["input_size"] == p.data.input_size and m["params"] > 0 for m in res["models"].values())
