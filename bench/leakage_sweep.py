@@ -3,10 +3,11 @@
 On a synthetic dataset (patient IDs known to the sweep, never to the detector) it hashes every frame twice:
 as written ("clean") and after an independent random perturbation of every frame ("perturbed": JPEG
 re-compression at quality 60-90, brightness x U(0.9, 1.1), shift of up to 2 % of the frame in x and y).
-For every (pHash, dHash) threshold pair it links frames under both thresholds, takes connected components
-as duplicate clusters and scores them against the patients by pair counting (precision, recall of
-same-patient pairs). Selected: the pair that meets precision >= 0.95 and recall >= 0.90 in both conditions
-with the largest worst-case F1 (ties: smaller thresholds); then confirmed on a second dataset (other seed).
+For every (pHash, dHash, NCC) threshold triple it links frames (hash distances under both thresholds and
+thumbnail correlation at least NCC), takes connected components as duplicate clusters and scores them
+against the patients by pair counting (precision, recall of same-patient pairs). Selected: the triple that
+meets precision >= 0.95 and recall >= 0.90 in both conditions with the largest worst-case F1 (ties: smaller
+thresholds); then confirmed on a second dataset (next seed).
 
     python -m bench.leakage_sweep [--patients 900] [--size 800x600] [--confirm-patients 900]
                                   [--out bench/results/leakage_sweep.json]
@@ -29,8 +30,9 @@ from protocols.leakage import pair_agreement
 
 SCHEMA = "fibrobench.leakage_sweep/1"
 TARGET = {"precision": 0.95, "recall": 0.90}
-PHASH_GRID = list(range(2, 23))
-DHASH_GRID = list(range(2, 29))
+PHASH_GRID = list(range(6, 19, 2))
+DHASH_GRID = list(range(8, 25, 2))
+NCC_GRID = [round(0.60 + 0.02 * k, 2) for k in range(19)]          # 0.60 .. 0.96
 
 
 def perturb(im, rng: np.random.Generator):
@@ -56,8 +58,7 @@ def _hash_perturbed(paths, seeds):
     for p, s in zip(paths, seeds):
         with Image.open(p) as im:
             grays.append(hashing.shrink(perturb(im, np.random.default_rng(s))))
-    x = hashing.prepare_batch(grays)
-    return hashing.phash_batch(x), hashing.dhash_batch(x)
+    return hashing.codes_of(hashing.prepare_batch(grays))
 
 
 def hash_perturbed(paths, seed: int, workers: int = 2, chunk: int = 64) -> dict:
@@ -65,23 +66,32 @@ def hash_perturbed(paths, seed: int, workers: int = 2, chunk: int = 64) -> dict:
     parts = [(paths[i:i + chunk], seeds[i:i + chunk]) for i in range(0, len(paths), chunk)]
     with ThreadPoolExecutor(workers) as ex:
         res = list(ex.map(lambda a: _hash_perturbed(*a), parts))
-    return {"phash": np.concatenate([r[0] for r in res]), "dhash": np.concatenate([r[1] for r in res])}
+    return {k: np.concatenate([r[k] for r in res]) for k in ("phash", "dhash", "thumb")}
 
 
-def score_grid(hashes: dict, patients: np.ndarray, phash_grid=PHASH_GRID, dhash_grid=DHASH_GRID) -> dict:
-    """{(tp, td): pair_agreement + cluster counts} over the grid, from one blocked search at the largest thresholds."""
+def score_grid(hashes: dict, patients: np.ndarray, phash_grid=PHASH_GRID, dhash_grid=DHASH_GRID,
+               ncc_grid=NCC_GRID) -> dict:
+    """{(tp, td, tn): pair_agreement + counts} over the grid, from one search at the loosest thresholds."""
     i, j, dp, dd = hashing.link_pairs(hashes["phash"], hashes["dhash"],
                                       {"phash": max(phash_grid), "dhash": max(dhash_grid)})
+    r = hashing.ncc(hashes["thumb"], i, j)
     n = len(patients)
     out = {}
     for tp in phash_grid:
         for td in dhash_grid:
-            keep = (dp <= tp) & (dd <= td)
-            lab = hashing.components(n, i[keep], j[keep])
-            r = pair_agreement(patients, lab)
-            r.update({"n_links": int(keep.sum()), "n_clusters": int(lab.max() + 1)})
-            out[(tp, td)] = r
+            cand = (dp <= tp) & (dd <= td)
+            for tn in ncc_grid:
+                keep = cand & (r >= tn)
+                lab = hashing.components(n, i[keep], j[keep])
+                res = pair_agreement(patients, lab)
+                res.update({"n_candidates": int(cand.sum()), "n_links": int(keep.sum()), "n_clusters": int(lab.max() + 1)})
+                out[(tp, td, tn)] = res
     return out
+
+
+def _brief(m: dict) -> dict:
+    """A grid cell in the committed JSON: rounded precision/recall/F1 and the link count."""
+    return {"p": round(m["precision"], 4), "r": round(m["recall"], 4), "f1": round(m["f1"], 4), "links": m["n_links"]}
 
 
 def select(grids: dict) -> tuple[dict, bool]:
@@ -97,8 +107,9 @@ def select(grids: dict) -> tuple[dict, bool]:
 
     feasible = [k for k in keys if ok(k)]
     pool = feasible or keys
-    best = max(pool, key=lambda k: (round(worst_f1(k), 6), -(k[0] + k[1])))
-    return {"phash": int(best[0]), "dhash": int(best[1]), "worst_f1": worst_f1(best)}, bool(feasible)
+    best = max(pool, key=lambda k: (round(worst_f1(k), 6), -(k[0] + k[1]), k[2]))
+    return {"phash": int(best[0]), "dhash": int(best[1]), "ncc": float(best[2]), "worst_f1": worst_f1(best)}, \
+        bool(feasible)
 
 
 def dataset(path: Path, patients: int, seed: int, size, workers: int) -> pd.DataFrame:
@@ -115,7 +126,7 @@ def dataset(path: Path, patients: int, seed: int, size, workers: int) -> pd.Data
     return df
 
 
-def evaluate(df: pd.DataFrame, seed: int, workers: int, grid=(PHASH_GRID, DHASH_GRID)) -> tuple[dict, dict]:
+def evaluate(df: pd.DataFrame, seed: int, workers: int, grid=(PHASH_GRID, DHASH_GRID, NCC_GRID)) -> tuple[dict, dict]:
     paths = df["abs"].tolist()
     pid = df["patient_id"].astype(str).to_numpy()
     t = time.perf_counter()
@@ -152,27 +163,28 @@ def main(argv=None) -> int:
     df = dataset(work / f"sweep-p{n}-s{args.seed}-{args.size}", n, args.seed, size, args.workers)
     grids, timing = evaluate(df, args.seed, args.workers)
     sel, feasible = select(grids)
-    print(f"sweep on {len(df)} frames: selected pHash<={sel['phash']} dHash<={sel['dhash']} "
+    key = (sel["phash"], sel["dhash"], sel["ncc"])
+    print(f"sweep on {len(df)} frames: selected pHash<={key[0]} dHash<={key[1]} NCC>={key[2]} "
           f"(meets target: {feasible}); " + "; ".join(
-              f"{c}: P={g[(sel['phash'], sel['dhash'])]['precision']:.3f} R={g[(sel['phash'], sel['dhash'])]['recall']:.3f}"
-              for c, g in grids.items()), flush=True)
+              f"{c}: P={g[key]['precision']:.3f} R={g[key]['recall']:.3f}" for c, g in grids.items()), flush=True)
     dfc = dataset(work / f"confirm-p{nc}-s{args.seed + 1}-{args.size}", nc, args.seed + 1, size, args.workers)
-    cgrids, ctiming = evaluate(dfc, args.seed + 1, args.workers, ([sel["phash"]], [sel["dhash"]]))
-    key = (sel["phash"], sel["dhash"])
+    cgrids, ctiming = evaluate(dfc, args.seed + 1, args.workers, ([key[0]], [key[1]], [key[2]]))
     confirm = {c: g[key] for c, g in cgrids.items()}
     confirm_ok = all(v["precision"] >= TARGET["precision"] and v["recall"] >= TARGET["recall"] for v in confirm.values())
     print("confirmation on %d frames: " % len(dfc) + "; ".join(
         f"{c}: P={v['precision']:.3f} R={v['recall']:.3f}" for c, v in confirm.items()))
     result = {
         "schema": SCHEMA,
-        "rule": "link when pHash distance <= phash AND dHash distance <= dhash; clusters = connected components",
+        "rule": "link when pHash distance <= phash AND dHash distance <= dhash AND 16x16 sector-thumbnail NCC "
+                "(max over +-1 cell shifts) >= ncc; clusters = connected components",
         "target": TARGET,
         "perturbation": "per frame: brightness x U(0.9,1.1), shift U{-2%..2%} of H in x and y (zero fill), "
                         "JPEG quality U{60..90}",
         "sweep_data": {"generator": "protocols.synth.generate_dataset", "n_patients": n, "seed": args.seed,
                        "size": list(size), "n_images": len(df)},
         "confirm_data": {"n_patients": nc, "seed": args.seed + 1, "size": list(size), "n_images": len(dfc)},
-        "grid": [{"phash": k[0], "dhash": k[1], **{c: grids[c][k] for c in grids}} for k in grids["clean"]],
+        "grid": [{"phash": k[0], "dhash": k[1], "ncc": k[2], **{c: _brief(grids[c][k]) for c in grids}}
+                 for k in grids["clean"]],
         "selected": {**sel, "meets_target": feasible, **{c: grids[c][key] for c in grids}},
         "confirmation": {"meets_target": confirm_ok, **confirm},
         "timing": {"sweep": timing, "confirm": ctiming, "total_s": round(time.perf_counter() - t0, 1)},

@@ -4,7 +4,7 @@
 documented field by field in docs/leakage.md):
 
     {"schema", "verdict": "leak"|"clean", "reasons": [str], "data": {...}, "split": {...},
-     "thresholds": {"phash", "dhash", "cosine", "dup_tolerance", "source"},
+     "thresholds": {"phash", "dhash", "ncc", "cosine", "dup_tolerance", "source"},
      "clusters": {image_id: int}, "cluster_stats": {...},
      "patient_overlap": {"available", "total_shared_patients", "pairs": [...]},
      "near_duplicates": {"n_links", "pairs": [...], "examples": [...]},
@@ -13,8 +13,8 @@ documented field by field in docs/leakage.md):
 
 Partition pairs are ("trainval", "test") for the holdout and ("train", "val") for each fold. Near-duplicate
 clusters are the connected components of the graph linking frames whose pHash and dHash Hamming distances
-are both under threshold (plus, when asked, embedding cosine above a threshold): pseudo-patients for data
-without patient IDs.
+are both under threshold and whose sector thumbnails correlate above the NCC threshold (plus, when asked,
+embedding cosine above a threshold): pseudo-patients for data without patient IDs.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from protocols import hashing
 from protocols.errors import BadInput
 
 SCHEMA = "fibrobench.leakage/1"
-DUP_TOLERANCE = 0.01      # eval images with a near-duplicate in training: more than this fraction => "leak"
+DUP_TOLERANCE = 0.02      # > this fraction of eval images with a near-duplicate in training => "leak" (see docs)
 THUMB_WIDTH = 96
 
 
@@ -42,26 +42,30 @@ def compute_hashes(df: pd.DataFrame, workers: int | None = None, progress: bool 
 
 
 def _edges(hashes: dict, features, thresholds: dict):
-    i, j, dp, dd = hashing.link_pairs(hashes["phash"], hashes["dhash"], thresholds)
+    """Linked pairs (i, j, d_phash, d_dhash, ncc): hash candidates verified by thumbnail NCC (+ cosine links)."""
+    i, j, dp, dd, r = hashing.near_duplicate_pairs(hashes, thresholds)
     if features is not None and thresholds.get("cosine") is not None:
         ci, cj = hashing.cosine_pairs(np.asarray(features), float(thresholds["cosine"]))
         pairs = np.unique(np.concatenate([np.stack([i, j], 1), np.stack([ci, cj], 1)]), axis=0)
         i, j = pairs[:, 0], pairs[:, 1]
         dp = hashing.hamming(hashes["phash"][i], hashes["phash"][j])
         dd = hashing.hamming(hashes["dhash"][i], hashes["dhash"][j])
-    return i, j, dp, dd
+        r = hashing.ncc(hashes["thumb"], i, j) if "thumb" in hashes else np.full(len(i), np.nan, np.float32)
+    return i, j, dp, dd, r
 
 
 def _thresholds(thresholds: dict | None) -> dict:
     t = {**hashing.DEFAULT_THRESHOLDS, "cosine": None, "dup_tolerance": DUP_TOLERANCE,
          "source": "bench/results/leakage_sweep.json (selected)"}
     if thresholds:
-        if any(k in thresholds for k in ("phash", "dhash")):
+        if any(thresholds.get(k) is not None for k in ("phash", "dhash", "ncc")):
             t["source"] = "user"
         t.update({k: v for k, v in thresholds.items() if v is not None})
     for k in ("phash", "dhash"):
         if not 0 <= int(t[k]) <= 64:
             raise BadInput("<thresholds>", k, f"Hamming threshold must be in 0..64, got {t[k]!r}")
+    if not -1.0 <= float(t["ncc"]) <= 1.0:
+        raise BadInput("<thresholds>", "ncc", f"must be in [-1, 1], got {t['ncc']!r}")
     if t["cosine"] is not None and not -1.0 <= float(t["cosine"]) <= 1.0:
         raise BadInput("<thresholds>", "cosine", f"must be in [-1, 1], got {t['cosine']!r}")
     return t
@@ -79,7 +83,7 @@ def find_clusters(df: pd.DataFrame, *, thresholds: dict | None = None, features=
     """{image_id: cluster_id} of near-duplicate clusters (pseudo-patients); patient IDs are never used."""
     t = _thresholds(thresholds)
     hashes = hashes if hashes is not None else compute_hashes(df, workers)
-    i, j, _, _ = _edges(hashes, features, t)
+    i, j = _edges(hashes, features, t)[:2]
     lab = _relabel(hashing.components(len(df), i, j))
     return {str(k): int(c) for k, c in zip(df["image_id"], lab)}
 
@@ -139,7 +143,7 @@ def near_duplicates(df: pd.DataFrame, splits: dict, clusters: np.ndarray, links,
     """Per partition pair: eval images whose duplicate cluster also has a training image; example pairs."""
     ids = df["image_id"].astype(str).to_numpy()
     row = {k: n for n, k in enumerate(ids)}
-    li, lj, dp, dd = links
+    li, lj, dp, dd, rr = links
     pairs, examples = [], []
     for pp in partition_pairs(splits):
         tr = np.array([row[i] for i in pp["train"]], dtype=np.int64)
@@ -156,7 +160,7 @@ def near_duplicates(df: pd.DataFrame, splits: dict, clusters: np.ndarray, links,
                       "n_eval_images": int(len(ev)), "eval_with_duplicate_in_train": int(hit.sum()),
                       "fraction": float(hit.mean()) if len(ev) else 0.0, "direct_links": int(cross.sum())})
         if pp["name"] == "holdout" and n_examples:
-            order = np.argsort((dp.astype(int) + dd.astype(int))[cross], kind="stable")
+            order = np.argsort(-np.nan_to_num(rr[cross], nan=-2.0), kind="stable")
             seen = set()
             for k in np.flatnonzero(cross)[order]:
                 a, b = (li[k], lj[k]) if in_eval[li[k]] else (lj[k], li[k])
@@ -164,7 +168,8 @@ def near_duplicates(df: pd.DataFrame, splits: dict, clusters: np.ndarray, links,
                     continue
                 seen.add(a)
                 ex = {"partition": "holdout", "eval_id": ids[a], "train_id": ids[b],
-                      "phash_distance": int(dp[k]), "dhash_distance": int(dd[k])}
+                      "phash_distance": int(dp[k]), "dhash_distance": int(dd[k]),
+                      "ncc": None if np.isnan(rr[k]) else round(float(rr[k]), 4)}
                 if thumbs:
                     ex["eval_thumb"] = thumbnail(df["path"].iloc[a])
                     ex["train_thumb"] = thumbnail(df["path"].iloc[b])
@@ -295,7 +300,8 @@ def audit_splits(df: pd.DataFrame, splits: dict, data_root=None, *, features=Non
     """The leakage.json content for one split of the manifest df (see module docstring / docs/leakage.md).
 
     features: optional [N, D] embedding (df row order); used for the 1-NN probe (cosine), the linear probe,
-    and for linking when thresholds["cosine"] is set. Without it the 1-NN probe uses the 128 hash bits (Hamming).
+    and for linking when thresholds["cosine"] is set. Without it the 1-NN probe uses the 16 x 16 standardised
+    sector thumbnails (Euclidean, i.e. correlation ranking).
     """
     t0 = time.perf_counter()
     df = df.reset_index(drop=True)
@@ -332,9 +338,9 @@ def audit_splits(df: pd.DataFrame, splits: dict, data_root=None, *, features=Non
                 probe_out = {"features": "embedding", "metric": "cosine",
                              **probe_accuracy(df, splits, gsplit, features, "cosine")}
             else:
-                bits = np.concatenate([hashing.unpack_bits(hashes["phash"]), hashing.unpack_bits(hashes["dhash"])], 1)
-                probe_out = {"features": "phash+dhash bits", "metric": "hamming",
-                             **probe_accuracy(df, splits, gsplit, bits, "hamming")}
+                thumbs = np.asarray(hashes["thumb"], np.float32).reshape(len(df), -1)
+                probe_out = {"features": "16x16 standardised sector thumbnails", "metric": "euclidean",
+                             **probe_accuracy(df, splits, gsplit, thumbs, "euclidean")}
             probe_out["group_split_sha256"] = gsplit["sha256"]
             timing["probe_s"] = time.perf_counter() - s
         if linear_probe:
@@ -363,7 +369,7 @@ def audit_splits(df: pd.DataFrame, splits: dict, data_root=None, *, features=Non
                  "n_images": len(df), "has_patient_id": _has_patients(df)},
         "split": {"level": splits.get("level"), "seed": splits.get("seed"), "n_folds": splits.get("n_folds"),
                   "test_fraction": splits.get("test_fraction"), "sha256": splits.get("sha256")},
-        "thresholds": {k: t[k] for k in ("phash", "dhash", "cosine", "dup_tolerance", "source")},
+        "thresholds": {k: t[k] for k in ("phash", "dhash", "ncc", "cosine", "dup_tolerance", "source")},
         "clusters": clusters,
         "cluster_stats": {"n_clusters": int(len(sizes)), "n_multi": int((sizes > 1).sum()),
                           "largest": int(sizes.max(initial=0)),

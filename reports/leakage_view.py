@@ -35,7 +35,7 @@ def near_duplicate_figure(pairs: list[dict], overlap_pairs: list[dict]) -> str:
         ax.bar([i + w / 2 for i in x], pat, width=w, color="#4f81bd", label="same patient in training")
     ax.set_xticks(list(x), names, fontsize=8)
     ax.set(ylabel="% of evaluation images", ylim=(0, 100), title="Leakage per partition pair")
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     return to_svg(fig)
 
 
@@ -62,7 +62,7 @@ def probe_figure(probes: dict) -> str | None:
     ax.set_xticks(list(x), labels, fontsize=7)
     ax.set(ylabel="accuracy (%)", ylim=(0, 100), title="Leakage probes")
     ax.axhline(20, color="#999", lw=0.8, ls=":")
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return to_svg(fig)
 
 
@@ -84,7 +84,7 @@ def leakage_context(leak: dict, path="leakage.json") -> dict:
         thumbs = [e.get("eval_thumb"), e.get("train_thumb")]
         safe = [t if isinstance(t, str) and _DATA_URI.match(t) else None for t in thumbs]
         examples.append({"eval_id": e.get("eval_id"), "train_id": e.get("train_id"),
-                         "phash": e.get("phash_distance"), "dhash": e.get("dhash_distance"),
+                         "phash": e.get("phash_distance"), "dhash": e.get("dhash_distance"), "ncc": e.get("ncc"),
                          "eval_thumb": safe[0], "train_thumb": safe[1]})
     rows = []
     by_name = {p["name"]: p for p in overlap_pairs}

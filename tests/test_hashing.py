@@ -181,6 +181,23 @@ def test_blocked_link_pairs_equal_brute_force(block, col_block):
     np.testing.assert_array_equal(dd, DD[i, j])
 
 
+def test_ncc_matches_corrcoef_over_shifts():
+    rng = np.random.default_rng(8)
+    th = rng.normal(size=(6, 16, 16)).astype(np.float32)
+    th[1] = np.roll(th[0], 1, axis=1) * 2 + 3                  # a shifted, rescaled copy of 0
+    i, j = np.array([0, 2, 3]), np.array([1, 4, 5])
+    got = H.ncc(th, i, j, shift=1, chunk=2)
+    for k, (a, b) in enumerate(zip(i, j)):
+        best = -1.0
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                A = th[a][max(0, dy):16 + min(0, dy), max(0, dx):16 + min(0, dx)]
+                B = th[b][max(0, -dy):16 - max(0, dy), max(0, -dx):16 - max(0, dx)]
+                best = max(best, np.corrcoef(A.ravel(), B.ravel())[0, 1])
+        assert got[k] == pytest.approx(best, abs=1e-5)
+    assert got[0] == pytest.approx(1.0, abs=1e-5)
+
+
 def test_components_and_cosine_pairs():
     lab = H.components(6, np.array([0, 1, 4]), np.array([1, 2, 5]))
     assert lab[0] == lab[1] == lab[2] and lab[4] == lab[5] and len(set(lab.tolist())) == 3
@@ -192,7 +209,8 @@ def test_components_and_cosine_pairs():
 def test_planted_duplicates_recovered_under_perturbation():
     imgs, pid = planted(n_patients=15, per_patient=4, seed=11, perturb=True)
     h = H.hash_arrays(imgs)
-    i, j, _, _ = H.link_pairs(h["phash"], h["dhash"])
+    i, j, _, _, r = H.near_duplicate_pairs(h)
+    assert (r >= H.DEFAULT_THRESHOLDS["ncc"]).all()
     lab = H.components(len(imgs), i, j)
     same_true = pid[:, None] == pid[None]
     same_pred = lab[:, None] == lab[None]
@@ -227,4 +245,5 @@ def test_default_thresholds_come_from_committed_sweep():
     if not path.exists():
         pytest.fail("bench/results/leakage_sweep.json is missing: run `python -m bench.leakage_sweep`")
     sel = json.loads(path.read_text())["selected"]
-    assert {"phash": sel["phash"], "dhash": sel["dhash"]} == H.DEFAULT_THRESHOLDS
+    assert {"phash": sel["phash"], "dhash": sel["dhash"], "ncc": sel["ncc"]} == H.DEFAULT_THRESHOLDS
+    assert sel["meets_target"] and json.loads(path.read_text())["confirmation"]["meets_target"]

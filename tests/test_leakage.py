@@ -124,14 +124,14 @@ def test_json_schema_and_thumbnails(planted):
     assert res["schema"] == "fibrobench.leakage/1" and res["verdict"] in ("leak", "clean")
     assert set(res["clusters"]) == set(df["image_id"]) and all(isinstance(v, int) for v in res["clusters"].values())
     assert res["cluster_stats"]["n_clusters"] == len(set(res["clusters"].values()))
-    assert {"phash", "dhash", "cosine", "dup_tolerance", "source"} <= set(res["thresholds"])
+    assert {"phash", "dhash", "ncc", "cosine", "dup_tolerance", "source"} <= set(res["thresholds"])
     ex = res["near_duplicates"]["examples"]
     assert len(ex) == 3
     sp = make_splits(df, "image", 0.2, 5, 0)
     for e in ex:
         assert e["eval_id"] in sp["holdout"]["test"] and e["train_id"] in sp["holdout"]["trainval"]
         assert res["clusters"][e["eval_id"]] == res["clusters"][e["train_id"]]
-        assert e["phash_distance"] <= res["thresholds"]["phash"]
+        assert e["phash_distance"] <= res["thresholds"]["phash"] and e["ncc"] >= res["thresholds"]["ncc"]
         head, b64 = e["eval_thumb"].split(",", 1)
         assert head == "data:image/png;base64"
         assert Image.open(io.BytesIO(base64.b64decode(b64))).width == leakage.THUMB_WIDTH
@@ -209,6 +209,17 @@ class TestCLI:
         root, df, _ = planted
         write_splits(tmp_path, make_splits(df, "patient", 0.2, 5, 0))
         assert self.run("--data", root, "--splits", tmp_path / "splits.json", "--fail-on-leak", "--no-probe") == 0
+
+    def test_embed_and_linear_probe(self, planted, tmp_path):
+        root, df, _ = planted
+        out = tmp_path / "emb.json"
+        assert self.run("--data", root, "--json", out, "--no-thumbs", "--embed", "efficientnet_b0", "--embed-size", 32,
+                        "--weights", "none", "--linear-probe") == 0
+        res = json.loads(out.read_text())
+        lp = res["linear_probe"]
+        assert lp["features"]["model"] == "efficientnet_b0" and lp["features"]["dim"] == 1280
+        assert lp["features"]["weights"]["random_init"] is True
+        assert res["probe"]["features"] == "embedding" and 0 <= lp["group_split"]["holdout"] <= 1
 
     def test_bad_input_exit_2(self, planted, tmp_path):
         root, _, _ = planted
