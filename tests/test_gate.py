@@ -257,10 +257,11 @@ def _bench_json(path, medians, mins=None, brand="Test CPU 9000", count=4):
     return path
 
 
-def test_bench_gate_rule_needs_median_ratio_and_min_above_old_median():
+def test_bench_gate_rule_needs_median_and_min_both_slower_by_the_threshold():
     from bench.bench_gate import compare
     base = {"a": {"median": 1.0, "min": 0.9}}
-    assert compare(base, {"a": {"median": 1.6, "min": 1.2}}, 0.5)[0]["status"] == "regression"
+    assert compare(base, {"a": {"median": 1.6, "min": 1.4}}, 0.5)[0]["status"] == "regression"
+    assert compare(base, {"a": {"median": 1.6, "min": 1.3}}, 0.5)[0]["status"] == "ok"    # min x1.44: load
     assert compare(base, {"a": {"median": 1.6, "min": 0.95}}, 0.5)[0]["status"] == "ok"   # noisy, not slower
     assert compare(base, {"a": {"median": 1.4, "min": 1.3}}, 0.5)[0]["status"] == "ok"    # within +50 %
     assert compare(base, {"a": {"median": 0.5, "min": 0.4}}, 0.5)[0]["status"] == "faster"

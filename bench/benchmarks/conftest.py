@@ -24,8 +24,8 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
-    """A tiny synthetic dataset (5 patients, 96x72 frames), written once per session."""
+    """A small synthetic dataset (20 patients, about 140 frames of 128x96), written once per session."""
     synth = pytest.importorskip("protocols.synth")
     out = tmp_path_factory.mktemp("synth")
-    synth.generate_dataset(out, n_patients=5, seed=0, size=(96, 72))
+    synth.generate_dataset(out, n_patients=20, seed=0, size=(128, 96))
     return out
