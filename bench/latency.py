@@ -115,17 +115,17 @@ def find_max_batch(probe: Callable[[int], object], start: int = 64, cap: int = 1
     tried: list[list] = []
 
     def fits(b: int) -> bool:
+        oom = False
         try:
             probe(b)
         except Exception as exc:  # noqa: BLE001 - anything but OOM is re-raised
             if not is_oom(exc):
                 raise
-            tried.append([b, False])
-            if on_oom is not None:
-                on_oom()
-            return False
-        tried.append([b, True])
-        return True
+            oom = True
+        tried.append([b, not oom])
+        if oom and on_oom is not None:  # outside `except`: the traceback no longer pins the tensors
+            on_oom()
+        return not oom
 
     best, b = None, start
     while b <= cap and fits(b):
