@@ -282,7 +282,7 @@ def measure_train_step(model, device, batch: int, input_size: int, precision: st
                        channels_last: bool = False, runs: int = 20, warmup: int = 5,
                        num_classes: int = 5) -> dict:
     """One SGD step (forward, cross-entropy, backward, optimiser step) timed per call, with peak memory.
-    The optimiser state is created inside the measured window, so the peak includes it."""
+    The optimiser state (made by the first step) stays allocated, so the peak includes it."""
     import torch
     model.train()
     x = _input(batch, input_size, device, channels_last)
