@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import nn
 
-from protocols.errors import BadInput
+from models.errors import BadInput
 
 MIN_INPUT_SIZE = 32
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from protocols.errors import BadInput
+from models.errors import BadInput
 
 log = logging.getLogger("fibrobench.models")
 

@@ -1,15 +1,4 @@
-"""The one exception for bad user input: names the file and the field; the CLI maps it to exit code 2."""
-from __future__ import annotations
+"""Bad-input error for protocols/ and bench/: the same class as models.errors.BadInput (imports point one way)."""
+from models.errors import BadInput
 
-
-class BadInput(ValueError):
-    """Input the user gave us is unusable (missing file, corrupt image, malformed YAML/CSV...)."""
-
-    exit_code = 2
-
-    def __init__(self, path, field: str | None, message: str):
-        self.path = str(path)
-        self.field = field
-        self.message = message
-        where = self.path if field is None else f"{self.path}: {field}"
-        super().__init__(f"{where}: {message}")
+__all__ = ["BadInput"]

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 # keep the suite quick and reproducible on a 2-core machine
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_collection_modifyitems(config, items):
