@@ -107,11 +107,8 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     """Write leakage.json (once per splits) and apply the protocol's gate; False = the run must stop."""
     if p.leakage.gate == "off":
         return True
-    try:
-        from protocols.leakage import audit_splits
-    except ImportError:
-        _log("protocols.leakage not available: no leakage audit")
-        return True
+    from protocols.leakage import audit_splits
+
     path = run_dir / "leakage.json"
     audit = None
     if path.exists():
@@ -121,6 +118,7 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     if audit is None:
         _log("leakage audit of the splits ...")
         audit = audit_splits(df, splits, df.attrs.get("root"))
+        audit["provenance"] = provenance.collect(seeds={"split": splits.get("seed")})
         write_json(path, audit)
     if audit.get("verdict") == "leak":
         reasons = "; ".join(audit.get("reasons", [])) or "see leakage.json"

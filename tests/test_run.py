@@ -168,6 +168,7 @@ def test_leakage_gate_fail_stops_before_training(tmp_path, tiny_data):
     run = json.loads((out / "run.json").read_text())
     leak = json.loads((out / "leakage.json").read_text())
     assert leak["verdict"] == "leak" and run["status"] == "failed" and not (out / "jobs").exists()
+    assert leak["provenance"]["git"].keys() == {"sha", "dirty"} and "torch" in leak["provenance"]["packages"]
 
 
 def test_bad_protocol_exits_2_with_one_line(tmp_path, capsys):
