@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from protocols.atomic import write_json
 from protocols.errors import BadInput
 
 NAME = "latency"
@@ -139,7 +140,6 @@ def main(args) -> int:
                               train_batch=args.train_batch or None, train_runs=args.train_runs)
         partial = None
         if args.json:
-            from protocols.atomic import write_json
             partial = lambda r: write_json(args.json + ".partial", r)  # noqa: E731 - progress file, renamed at the end
         res = L.run_latency(names, cfg, device, command=args.argv, log=log, on_model=partial)
         if args.cross_check and "error" not in res["models"][names[0]]:
@@ -154,7 +154,6 @@ def main(args) -> int:
               f"{c['timer_median_ms']:.3f} ms (diff {100 * c['rel_diff']:.1f}%)")
     if args.json:
         import os
-        from protocols.atomic import write_json
         write_json(args.json, res)
         if os.path.exists(args.json + ".partial"):
             os.unlink(args.json + ".partial")

@@ -13,7 +13,6 @@ Measured side by side in one process, interleaved (bare, fold, bare, fold, ...),
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile

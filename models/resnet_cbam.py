@@ -11,7 +11,6 @@ torchvision's resnet50 and its ImageNet state dict loads unchanged; CBAM weights
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from models.cbam import CBAM

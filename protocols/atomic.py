@@ -29,7 +29,13 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], fsync: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -37,7 +43,9 @@ def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None])
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -46,8 +54,9 @@ def _atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None])
     return path
 
 
-def write_bytes(path, data: bytes) -> Path:
-    return _atomic(path, lambda f: f.write(data))
+def write_bytes(path, data: bytes, fsync: bool = True) -> Path:
+    """fsync=False for rebuildable data (cache entries) where a torn write is detected and redone."""
+    return _atomic(path, lambda f: f.write(data), fsync=fsync)
 
 
 def write_text(path, text: str) -> Path:

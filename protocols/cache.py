@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from protocols.atomic import write_bytes
 from protocols.data import DEFAULT_WORKERS, file_sha256
 from protocols.errors import BadInput
 
@@ -105,16 +105,7 @@ def read_entry(p: Path, size: int) -> np.ndarray | None:
 def write_entry(p: Path, arr: np.ndarray) -> None:
     """Temp file + rename (no fsync: a torn entry fails its checksum and is rebuilt)."""
     payload = np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_bytes(p, MAGIC + hashlib.sha256(payload).digest() + payload, fsync=False)
 
 
 def load_images(df, size: int, cache_dir=None, progress: bool = False, workers: int | None = None,

@@ -92,7 +92,6 @@ def _boundary_ci(all_success: bool, codes) -> dict:
 def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tuple[dict, dict]:
     """Every metric with value, 95 % CI and method; also returns the bootstrap replicates of the confusion metrics."""
     y = np.asarray(y)
-    n_classes = len(class_names)
     point = M.classification_report(y, probs, class_names)
     cm = np.asarray(point["confusion"])
     yhat = probs.argmax(1)

@@ -51,3 +51,19 @@ def test_every_module_says_what_it_is_for():
                for p in sorted((ROOT / pkg).rglob("*.py"))
                if p.name != "__init__.py" and not (ast.get_docstring(ast.parse(p.read_text())) or "").strip()]
     assert not missing, missing
+
+
+def test_atomic_writes_are_ordinary_readable_files(tmp_path):
+    import os
+    import stat
+
+    from protocols.atomic import write_bytes, write_json
+
+    old = os.umask(0o022)
+    try:
+        a = write_json(tmp_path / "a.json", {"x": 1})
+        b = write_bytes(tmp_path / "sub" / "b.bin", b"\x00" * 3, fsync=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(a.stat().st_mode) == 0o644 and stat.S_IMODE(b.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.json", "b.bin", "sub"]  # no temp files left

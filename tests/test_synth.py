@@ -39,7 +39,7 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path, tiny):
     a, b = _files(out), _files(tmp_path / "again")
     assert a.keys() == b.keys() and len(a) > 12
     assert all(a[k] == b[k] for k in a), "same seed (1 vs 2 workers) must give byte-identical files"
-    other = generate_dataset(tmp_path / "other", n_patients=12, seed=4, size=TINY)
+    generate_dataset(tmp_path / "other", n_patients=12, seed=4, size=TINY)
     c = _files(tmp_path / "other")
     common = sorted(set(a) & set(c) - {"manifest.csv"})
     assert common, "file naming scheme changed"
