@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# fibrobench CI: smoke protocol on synthetic data, then the regression gate and a short benchmark pass.
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+python3 dev.py env                                   # ./.venv with fibrobench[test] (torch from the wheel cache)
+F=.venv/bin/fibrobench
+W=${CI_WORK:-ci-work}
+BASE=${FIBROBENCH_GATE_BASELINE:-bench/baselines/smoke-gate.json}
+rm -rf "$W" && mkdir -p "$W"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+
+# 1. data: deterministic synthetic B-mode frames (seed 0), small enough for CPU
+$F synth "$W/data" --patients 40 --seed 0 --size 256x192 --quiet
+
+# 2. the smoke protocol (afif2025 pipeline at 64 px, 2 epochs, resnet50 + resnet50_cbam, 5 folds)
+$F run protocols/smoke/protocol.yaml --data "$W/data" --out "$W/run" --device cpu --no-progress
+
+# 3. cost of the two models at the protocol's input size
+$F latency --models resnet50,resnet50_cbam --device cpu --input-size 64 --batch-sizes 1,16 \
+  --precisions fp32 --runs 30 --warmup 5 --throughput-runs 5 --train-batch 16 --train-runs 5 \
+  --quiet --json "$W/run/latency.json"
+
+# 4. the gate: metrics vs the baseline's CIs; latency/memory only when the CPU model matches.
+#    Shared CI runners are noisy: latency +100 %, memory +25 % before failing.
+if [ ! -f "$BASE" ]; then
+  $F gate "$W/run" --baseline "$BASE" --write-baseline
+  echo "ci: no gate baseline yet; recorded $BASE from this run -- review and commit it"
+fi
+$F gate "$W/run" --baseline "$BASE" --latency-tol 100 --memory-tol 25 \
+  --json "$W/gate.json" --junit "$W/gate-junit.xml"
+
+# 5. short benchmark pass: fails only on a >3x slower median whose fastest round is also slower
+.venv/bin/python -m pytest -q bench/benchmarks -p no:cacheprovider --benchmark-only \
+  --benchmark-min-rounds=3 --benchmark-max-time=0.2 --benchmark-json="$W/bench.json"
+.venv/bin/python bench/bench_gate.py "$W/bench.json" --threshold 2.0 --json "$W/bench-gate.json"
