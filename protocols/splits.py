@@ -102,7 +102,7 @@ def make_splits(df: pd.DataFrame, level: str, test_fraction: float = 0.2, n_fold
         "n_folds": int(n_folds),
         "class_names": list(CLASS_NAMES[:n_classes]) if n_classes <= len(CLASS_NAMES) else
         [str(i) for i in range(n_classes)],
-        "images": {i: {"label": int(l), "group": str(g)} for i, l, g in zip(ids, labels, grp)},
+        "images": _image_entries(df, ids, labels, grp),
         "holdout": {"trainval": ids[tv_idx].tolist(), "test": ids[te_idx].tolist()},
         "folds": [{"fold": k, "train": ids[np.sort(a)].tolist(), "val": ids[np.sort(b)].tolist()}
                   for k, (a, b) in enumerate(folds_idx)],
@@ -115,6 +115,19 @@ def make_splits(df: pd.DataFrame, level: str, test_fraction: float = 0.2, n_fold
     }
     body["sha256"] = sha256_of(body)
     return body
+
+
+def _image_entries(df, ids, labels, grp) -> dict:
+    """image_id -> label, split group, and the patient when the manifest knows it (whatever the split level),
+    so that statistics can resample patients even when the split itself was made per image."""
+    patients = df["patient_id"].tolist() if "patient_id" in df.columns else [None] * len(ids)
+    out = {}
+    for i, l, g, pid in zip(ids, labels, grp, patients):
+        entry = {"label": int(l), "group": str(g)}
+        if pid is not None and pid == pid:  # not None / NaN
+            entry["patient"] = str(pid)
+        out[i] = entry
+    return out
 
 
 def config_of(splits: dict) -> dict:

@@ -119,3 +119,13 @@ def test_matches_manifest_and_too_small(tmp_path):
     tiny = _df(6, per_patient=1)
     with pytest.raises(BadInput, match="cannot make"):
         make_splits(tiny, "image", n_folds=5)
+
+
+def test_image_level_splits_still_record_each_images_patient():
+    df = _df()
+    s = make_splits(df, "image", seed=0)
+    truth = dict(zip(df["image_id"], df["patient_id"]))
+    assert {i: e["patient"] for i, e in s["images"].items()} == truth
+    assert all(e["group"] == i for i, e in s["images"].items())  # the split itself is per image
+    s_none = make_splits(_df(with_patient=False), "image", seed=0)
+    assert not any("patient" in e for e in s_none["images"].values())
