@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -22,3 +23,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs CUDA"))
         if "browser" in item.keywords and not has_chromium and not os.environ.get("FIBROBENCH_REQUIRE_BROWSER"):
             item.add_marker(pytest.mark.skip(reason="needs headless Chromium (apt install chromium)"))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread per test (2 threads on a shared, oversubscribed 2-core box were 10-40x slower);
+    restored afterwards. Tests that never import torch don't pay for importing it here."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -19,15 +19,6 @@ from protocols.splits import make_splits
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 OpenMP threads on a shared, oversubscribed 2-core box are 10x slower than 1; restore afterwards."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ---------------------------------------------------------------- ensemble on a hand-made run dir
 

@@ -17,15 +17,6 @@ from protocols.trainer import Batcher, Runtime, loss_fn, seed_job, set_activatio
 N, S = 48, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 OpenMP threads on a shared, oversubscribed 2-core box are 10x slower than 1; restore afterwards."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _protocol(**over):
     p = from_dict({"name": "t", "models": ["tiny"], "data": {"input_size": S},
