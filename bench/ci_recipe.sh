@@ -12,7 +12,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 # 1. data: deterministic synthetic B-mode frames (seed 0), small enough for CPU
 $F synth "$W/data" --patients 40 --seed 0 --size 256x192 --quiet
 
-# 2. the smoke protocol (afif2025 pipeline at 64 px, 2 epochs, resnet50 + resnet50_cbam, 5 folds)
+# 2. the smoke protocol (afif2025 pipeline at 64 px, 3 epochs of batch 16, resnet50 + resnet50_cbam, 5 folds)
 $F run protocols/smoke/protocol.yaml --data "$W/data" --out "$W/run" --device cpu --no-progress
 
 # 3. cost of the two models at the protocol's input size
