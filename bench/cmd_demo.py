@@ -38,6 +38,7 @@ def _steps(args) -> list[tuple[str, list[str]]]:
                            "--json", str(run / "leakage.json")]),
         ("latency", ["latency", "--models", "resnet50,resnet50_cbam", "--device", args.device,
                      "--input-size", "64", "--batch-sizes", "1,16", "--runs", "20", "--precisions", "fp32",
+                     "--throughput-runs", "5", "--train-batch", "16", "--train-runs", "5",
                      "--json", str(run / "latency.json")]),
         ("claims audit", ["audit-claims", str(claims), "--run", str(run), "--json", str(run / "claims_audit.json")]),
         ("report", ["report", str(run), "-o", str(run / "report.html"), "--claims", str(claims)]),
