@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from protocols.atomic import sha256_of
+from protocols.atomic import sha256_file, sha256_of
 from protocols.errors import BadInput
 
 CLASS_NAMES = ("F0", "F1", "F2", "F3", "F4")
@@ -66,8 +66,6 @@ _HASH_LOCK = threading.Lock()
 
 def file_sha256(path) -> str:
     """sha256 of a file's bytes, memoised on (path, size, mtime, ctime, inode) so a process hashes each file once."""
-    import hashlib
-
     p = os.path.abspath(path)
     try:
         st = os.stat(p)
@@ -76,13 +74,9 @@ def file_sha256(path) -> str:
             hit = _HASHES.get(key)
         if hit is not None:
             return hit
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        digest = sha256_file(p)
     except OSError as exc:
         raise BadInput(p, "file", f"cannot read: {exc.strerror or exc}") from None
-    digest = h.hexdigest()
     with _HASH_LOCK:
         _HASHES[key] = digest
     return digest

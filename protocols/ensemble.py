@@ -4,16 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from protocols.atomic import write_npz
 from protocols.errors import BadInput
 from protocols.logits import read_logits, write_logits
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def check_members_disjoint(splits: dict, folds, where="splits.json") -> None:
@@ -62,7 +57,7 @@ def ensemble_model(run_dir, model: str, splits: dict, folds=None) -> dict:
         logits_sum = lg.astype(np.float64) if logits_sum is None else logits_sum + lg
         members.append(k)
     mean = (logits_sum / len(members)).astype(np.float32)
-    probs = softmax(mean).astype(np.float32)
+    probs = softmax(mean.astype(np.float64), axis=1).astype(np.float32)
     write_logits(run_dir / "ensemble" / f"{model}.npz", test_ids, mean, labels_ref, probs=probs)
 
     has_oof = folds == list(range(splits["n_folds"]))

@@ -6,6 +6,7 @@ prediction) so the bootstrap can evaluate 10,000 resampled matrices at once.
 from __future__ import annotations
 
 import numpy as np
+from scipy import special
 from scipy.stats import rankdata
 
 # hepatology cut-offs: significant fibrosis (>=F2), advanced fibrosis (>=F3), cirrhosis (F4)
@@ -13,10 +14,8 @@ CUTOFFS = {">=F2": 2, ">=F3": 3, "F4": 4}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Row-wise softmax in float64 (scipy's, which subtracts the row maximum)."""
+    return special.softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
 
 def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
