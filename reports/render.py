@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import importlib.util
-import inspect
 import json
 import math
 from pathlib import Path
@@ -12,7 +10,9 @@ from pathlib import Path
 import jinja2
 
 from reports import figures
+from reports.claims import audit_claims
 from reports.errors import ReportInputError
+from reports.leakage_view import leakage_context
 from reports.rundir import Run, load_run
 from reports.summary import summarize_loaded
 
@@ -86,13 +86,6 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def _shade(cm):
     """Row-normalised confusion matrix with a background alpha for each cell."""
     rows = []
@@ -140,15 +133,11 @@ def _verdict(run: Run, summary: dict, leakage: dict | None, claims_audit: dict |
 
 
 def _leakage_view(run: Run):
-    """(leakage_view, error): the leakage partial's context from reports.leakage_view when it is installed."""
-    if run.leakage is None or not _has_module("reports.leakage_view"):
-        return None, None
-    from reports import leakage_view as lv
-    fn = getattr(lv, "leakage_context", None) or getattr(lv, "leakage_section", None)
-    if fn is None:
+    """(leakage_view, error): the leakage partial's context, or why leakage.json could not be shown."""
+    if run.leakage is None:
         return None, None
     try:
-        return fn(run.leakage, run.path / "leakage.json"), None
+        return leakage_context(run.leakage, run.path / "leakage.json"), None
     except ReportInputError as exc:  # a malformed leakage.json is reported in its section, not hidden
         return None, str(exc)
 
@@ -220,12 +209,7 @@ def claims_for(claims_path, run_dir, summary: dict | None = None) -> tuple[dict 
     """The claims audit when asked for and available, else a note saying why not."""
     if claims_path is None:
         return None, "No claims file was given (--claims CLAIMS.yaml)."
-    if not _has_module("reports.claims"):
-        return None, "The claims audit module (reports.claims) is not available in this installation."
-    from reports.claims import audit_claims
-    if summary is not None and "summary" in inspect.signature(audit_claims).parameters:
-        return audit_claims(claims_path, run_dir, summary=summary), None  # reuse: no second bootstrap
-    return audit_claims(claims_path, run_dir), None
+    return audit_claims(claims_path, run_dir, summary=summary), None  # reuses the summary: no second bootstrap
 
 
 def render_report(run_dir, out_path=None, claims_path=None, n_boot: int = 10_000, seed: int = 0,
