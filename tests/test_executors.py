@@ -30,8 +30,6 @@ def _one_thread(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    for mod in ("protocols.data", "protocols.cache", "protocols.synth", "models"):
-        pytest.importorskip(mod)
     from protocols.synth import generate_dataset
     d = tmp_path_factory.mktemp("data")
     generate_dataset(d, n_patients=8, size=(64, 48), seed=1, overwrite=True)

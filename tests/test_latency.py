@@ -227,11 +227,8 @@ def test_run_latency_cuda_peak_memory_and_max_batch():
 
 
 def test_cli_latency_takes_input_size_and_models_from_protocol(tmp_path):
-    pytest.importorskip("protocols.config")
     from pathlib import Path
     smoke = str(Path(__file__).resolve().parents[1] / "protocols" / "smoke" / "protocol.yaml")
-    if not Path(smoke).exists():
-        pytest.skip("smoke protocol not present")
     out = tmp_path / "info.json"
     assert cli(["latency", "--device", "cpu", "--protocol", smoke, "--info-only", "--json", str(out)]) == 0
     from protocols.config import load_protocol

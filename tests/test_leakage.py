@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 
@@ -18,7 +17,6 @@ from protocols.splits import make_splits
 from test_hashing import frame, jpeg, patient_base
 
 N_PATIENTS, PER_PATIENT = 30, 4
-HAS_DATA = importlib.util.find_spec("protocols.data") is not None
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +185,6 @@ def test_report_view_rejects_bad_json():
         leakage_context({"schema": "something/else"})
 
 
-@pytest.mark.skipif(not HAS_DATA, reason="protocols.data (manifest loader, another engineer's part) not there yet")
 class TestCLI:
     def run(self, *argv):
         from bench.cli import main

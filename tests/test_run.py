@@ -88,14 +88,8 @@ def test_ensemble_refuses_incomplete_or_mismatched_members(tmp_path):
 
 # ---------------------------------------------------------------- end to end through the CLI
 
-def _need_pipeline():
-    for mod in ("protocols.data", "protocols.cache", "protocols.synth", "models"):
-        pytest.importorskip(mod)
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    _need_pipeline()
     from protocols.synth import generate_dataset
     d = tmp_path_factory.mktemp("data")
     generate_dataset(d, n_patients=10, size=(64, 48), seed=0, overwrite=True)
