@@ -13,6 +13,7 @@ from reports import figures
 from reports.claims import audit_claims
 from reports.errors import ReportInputError
 from reports.leakage_view import leakage_context
+from reports.split_gap import load as split_gap_load
 from reports.rundir import Run, load_run
 from reports.summary import summarize_loaded
 
@@ -182,6 +183,7 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "leakage_view": leakage_view,
         "leakage_error": leakage_error,
         "has_leakage_template": (TEMPLATES / "leakage.html.j2").exists(),
+        "split_gap": split_gap_load(run.path),     # the demo's image- vs patient-level table, when present
         "headline": HEADLINE,
         "models": models,
         "confusions": {m: _shade(v["ensemble"]["confusion"]) for m, v in models.items()},
