@@ -8,7 +8,8 @@ on the whole folder (decode + hash + all-pairs search + clusters, 2 workers); sc
   recall[family]   planted copies of that family that end in their original's duplicate cluster
   pair precision / recall   pair counting of the clusters against patient IDs (same-patient pairs)
   score            pair precision x mean family recall (the issue's "precision x recall")
-  time_s, max_rss_mb         wall time and peak resident memory of the method's process
+  time_s, cpu_s, max_rss_mb  wall time, CPU seconds (process + its workers) and peak resident memory (the
+                             largest single process) of the method's run, including the interpreter start
 imagededup's CNN method needs downloaded MobileNet weights (torchvision), which this benchmark never fetches:
 it is listed as not run. imagededup is a benchmark-only extra (pip install fibrobench[bench]).
 
@@ -98,8 +99,10 @@ def run_method(method: str, root: Path, workers: int, threshold: int, out: Path)
     pairs = _run_fibrobench(root, paths, workers) if method == "fibrobench" else \
         _run_imagededup(method, root, paths, workers, threshold)
     wall = time.perf_counter() - t
+    ru_s, ru_c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru_s.ru_utime + ru_s.ru_stime + ru_c.ru_utime + ru_c.ru_stime
     rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    out.write_text(json.dumps({"pairs": [list(map(int, p)) for p in pairs], "time_s": round(wall, 2),
+    out.write_text(json.dumps({"pairs": [list(map(int, p)) for p in pairs], "time_s": round(wall, 2), "cpu_s": round(cpu, 1),
                                "max_rss_mb": round(rss / 1024, 1)}))
 
 
@@ -169,7 +172,8 @@ def main(argv=None) -> int:
             results[method] = {"error": f"exit {rc}"}
             continue
         r = json.loads(out.read_text())
-        results[method] = {**score(df, r["pairs"]), "time_s": r["time_s"], "max_rss_mb": r["max_rss_mb"],
+        results[method] = {**score(df, r["pairs"]), "time_s": r["time_s"], "cpu_s": r.get("cpu_s"),
+                           "max_rss_mb": r["max_rss_mb"],
                            "load_average_1min_before": round(load0, 2)}
         print(f"{method:10s} " + json.dumps({k: v for k, v in results[method].items()}), flush=True)
     results["cnn"] = {"not_run": "imagededup's CNN needs MobileNet weights downloaded by torchvision; this "
