@@ -6,6 +6,7 @@ mirrored, rotated, cropped), each copy of a different original frame and carryin
 label, written next to the originals (originals are hard links). Every method then runs in its own subprocess
 on the whole folder (decode + hash + all-pairs search + clusters, 2 workers); scored against the truth:
   recall[family]   planted copies of that family that end in their original's duplicate cluster
+  direct_link_recall[family]  copies linked to their original directly (not through a chain of links)
   pair precision / recall   pair counting of the clusters against patient IDs (same-patient pairs)
   score            pair precision x mean family recall (the issue's "precision x recall")
   time_s, cpu_s, max_rss_mb  wall time, CPU seconds (process + its workers) and peak resident memory (the
@@ -117,14 +118,18 @@ def score(df: pd.DataFrame, pairs) -> dict:
     lab = components(len(df), pairs[:, 0], pairs[:, 1])
     row = {p: k for k, p in enumerate(df["path"])}
     fam = df["family"].fillna("").astype(str).to_numpy()
-    recall = {}
+    linked = set(map(tuple, np.sort(pairs, axis=1).tolist()))
+    recall, direct = {}, {}
     for f in [f for f in dict.fromkeys(fam) if f]:
         idx = np.flatnonzero(fam == f)
         orig = np.array([row[p] for p in df["original"].iloc[idx]])
         recall[f] = round(float(np.mean(lab[idx] == lab[orig])), 4)
+        direct[f] = round(float(np.mean([(min(a, b), max(a, b)) in linked for a, b in zip(idx, orig)])), 4)
     agree = pair_agreement(df["patient_id"].astype(str).to_numpy(), lab)
     mean_r = float(np.mean(list(recall.values()))) if recall else float("nan")
-    return {"recall": recall, "mean_family_recall": round(mean_r, 4),
+    sizes = np.bincount(lab)
+    return {"recall": recall, "direct_link_recall": direct, "mean_family_recall": round(mean_r, 4),
+            "largest_cluster": int(sizes.max(initial=0)),
             "pair_precision": round(agree["precision"], 4), "pair_recall": round(agree["recall"], 4),
             "predicted_pairs": agree["predicted_pairs"], "n_links": int(len(pairs)),
             "score": round(agree["precision"] * mean_r, 4)}
@@ -141,6 +146,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default="/tmp/fibrobench-leakage-families")
     ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "leakage_families.json"))
+    ap.add_argument("--rescore", action="store_true",
+                    help="re-score the pairs files a previous run left in --workdir (no method is re-run)")
     ap.add_argument("--run-method", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -164,17 +171,22 @@ def main(argv=None) -> int:
     for method in args.methods.split(","):
         out = work / f"pairs-{method}.json"
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        cmd = [sys.executable, "-m", "bench.leakage_families", "--run-method", method, "--root", str(root),
+        cmd = [sys.executable, "-m", __spec__.name if __spec__ else "bench.leakage_families", "--run-method", method, "--root", str(root),
                "--out", str(out), "--workers", str(args.workers), "--threshold", str(args.threshold)]
         load0 = os.getloadavg()[0]
-        rc = subprocess.run(cmd, env=env).returncode
-        if rc != 0:
-            results[method] = {"error": f"exit {rc}"}
-            continue
-        r = json.loads(out.read_text())
+        if args.rescore:
+            r = json.loads(out.read_text())
+            load0 = r.get("load_average_1min_before", float("nan"))
+        else:
+            rc = subprocess.run(cmd, env=env).returncode
+            if rc != 0:
+                results[method] = {"error": f"exit {rc}"}
+                continue
+            r = json.loads(out.read_text())
+            r["load_average_1min_before"] = round(load0, 2)
+            out.write_text(json.dumps(r))
         results[method] = {**score(df, r["pairs"]), "time_s": r["time_s"], "cpu_s": r.get("cpu_s"),
-                           "max_rss_mb": r["max_rss_mb"],
-                           "load_average_1min_before": round(load0, 2)}
+                           "max_rss_mb": r["max_rss_mb"], "load_average_1min_before": load0}
         print(f"{method:10s} " + json.dumps({k: v for k, v in results[method].items()}), flush=True)
     results["cnn"] = {"not_run": "imagededup's CNN needs MobileNet weights downloaded by torchvision; this "
                                  "benchmark never downloads weights"}
