@@ -18,7 +18,8 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
-    p.add_argument("--data", required=True, help="data root (ImageFolder F0..F4 or folder with manifest.csv) or manifest CSV")
+    p.add_argument("--data", required=True, help="data root (ImageFolder, one folder per class, or folder with "
+                                                    "manifest.csv) or manifest CSV; classes are the data's own labels")
     p.add_argument("--splits", help="RUN_DIR/splits.json to audit (default: build image- and group-level splits)")
     p.add_argument("--json", help="write the leakage.json here (image ids relative to --data)")
     p.add_argument("--embed", metavar="MODEL", help="also embed frames with this registered backbone (frozen)")

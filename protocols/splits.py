@@ -54,7 +54,7 @@ def _class_names(df: pd.DataFrame, class_names) -> list[str]:
     if class_names is None:
         class_names = df.attrs.get("class_names") if hasattr(df, "attrs") else None
     if class_names is None:
-        class_names = [str(k) for k in range(int(df["label"].max(initial=0)) + 1 if len(df) else 0)]
+        class_names = [str(k) for k in range(int(np.max(df["label"].to_numpy(), initial=0)) + 1)]
     return [str(c) for c in class_names]
 
 
