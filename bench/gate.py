@@ -170,10 +170,10 @@ def metric_check(model: str, metric: str, base: dict, cur: dict | None, abs_tol:
     name = f"metric/{model}/{metric}"
     higher = metric not in LOWER_IS_BETTER
     b = base.get("value")
+    if _bad(b):   # e.g. PPV of a class the baseline model never predicted: undefined, nothing to hold it to
+        return _check(name, "metric", model, "skip", None, (cur or {}).get("value"), None, "no baseline value")
     if cur is None or _bad(cur.get("value")):
         return _check(name, "metric", model, "fail", b, None, None, "missing or NaN in the current run")
-    if _bad(b):
-        return _check(name, "metric", model, "skip", None, cur["value"], None, "no baseline value")
     c = cur["value"]
     ci = list(base.get("ci") or []) + [None, None]
     lo, hi = ci[0], ci[1]
