@@ -140,7 +140,7 @@ def main(args) -> int:
                "settings": {"input_size": args.input_size, "num_classes": args.num_classes, "info_only": True},
                "models": {n: {"input_size": args.input_size,
                               **L.model_facts(n, L.default_factory(n, args.input_size, args.num_classes),
-                                              args.input_size)}
+                                              args.input_size, args.num_classes)}
                           for n in names}}
     else:
         cfg = L.LatencyConfig(input_size=args.input_size, batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),

@@ -348,3 +348,16 @@ def test_compare_two_tasks_says_so(tmp_path):
     rows = comp["models"]["resnet50"]
     assert rows["qwk"]["values"][1] is None and rows["auroc"]["values"][0] is None
     assert json.dumps(comp)   # JSON-able
+
+
+def test_latency_takes_the_class_count_from_the_protocols_task(tmp_path):
+    from bench.cli import main
+    out = {}
+    for t, n in (("protocol-binary", 2), ("protocol", 5)):
+        path = tmp_path / f"{t}.json"
+        assert main(["latency", "--device", "cpu", "--protocol", str(ROOT / f"protocols/smoke/{t}.yaml"),
+                     "--models", "resnet50", "--info-only", "--json", str(path)]) == 0
+        res = json.loads(path.read_text())
+        assert res["settings"]["num_classes"] == n
+        out[n] = res["models"]["resnet50"]["params"]
+    assert out[5] - out[2] == 3 * (2048 + 1)     # three more rows of the 2048-feature linear head
