@@ -80,14 +80,14 @@ class LabelSpace:
         return ", ".join(self.labels)
 
 
-def inferred_task(labels) -> TaskCfg:
+def inferred_task(labels, where="<data>") -> TaskCfg:
     """The dataset's own labels as a nominal task: one class per distinct label (ignoring case), sorted by name."""
     first: dict[str, str] = {}
     for lab in sorted(str(x).strip() for x in labels):
         first.setdefault(lab.lower(), lab)
     classes = tuple(sorted(first.values()))
     if len(classes) < 2:
-        raise BadInput("<data>", "label", f"need at least 2 classes, found {list(classes)}")
+        raise BadInput(where, "label", f"need at least 2 classes (class folders or labels), found {list(classes)}")
     return TaskCfg(classes=classes, positive=classes[1] if len(classes) == 2 else None)
 
 
@@ -181,7 +181,7 @@ def _class_folders(root: Path) -> list:
 def _scan_folder(root: Path, task: TaskCfg | None) -> tuple[list[tuple[str, int]], TaskCfg]:
     folders = _class_folders(root)
     if task is None:
-        task = inferred_task(e.name for e in folders)
+        task = inferred_task((e.name for e in folders), root)
     space = LabelSpace(task)
     found: dict[str, str] = {}
     for entry in folders:
@@ -250,7 +250,7 @@ def _from_csv(csv_path: Path, task: TaskCfg | None):
     records = _read_csv(csv_path)
     base = os.path.abspath(csv_path.parent)
     if task is None:
-        task = inferred_task(rec["label"] for rec in records)
+        task = inferred_task((rec["label"] for rec in records), csv_path)
     space = LabelSpace(task)
     rows, seen = [], {}
     has_pid = "patient_id" in records[0]

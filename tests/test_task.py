@@ -361,3 +361,10 @@ def test_latency_takes_the_class_count_from_the_protocols_task(tmp_path):
         assert res["settings"]["num_classes"] == n
         out[n] = res["models"]["resnet50"]["params"]
     assert out[5] - out[2] == 3 * (2048 + 1)     # three more rows of the 2048-feature linear head
+
+
+def test_a_single_class_is_refused(tmp_path):
+    root = _folder(tmp_path / "d", ["only"])
+    with pytest.raises(BadInput) as ei:
+        load_manifest(root)
+    assert ei.value.field == "label" and str(root) in str(ei.value) and "at least 2 classes" in str(ei.value)
