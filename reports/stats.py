@@ -144,11 +144,16 @@ def influence_variance(parts, codes) -> float:
     return float(var + f_all * float(total @ total))
 
 
+NOT_ESTIMABLE = ("; not estimable: the images of a class (or of all other classes) lie in a single cluster, so "
+                 "their between-cluster variance cannot be estimated")
+
+
 def _normal_ci(value: float, var: float, alpha: float, method: str) -> dict:
     se = math.sqrt(var) if math.isfinite(var) else float("nan")
     z = _st.norm.ppf(1 - alpha / 2)
-    ci = [max(0.0, value - z * se), min(1.0, value + z * se)] if math.isfinite(se) else [float("nan")] * 2
-    return {"value": value, "se": se, "ci": ci, "method": method}
+    if not math.isfinite(se):
+        return {"value": value, "se": se, "ci": [float("nan")] * 2, "method": method + NOT_ESTIMABLE}
+    return {"value": value, "se": se, "ci": [max(0.0, value - z * se), min(1.0, value + z * se)], "method": method}
 
 
 def _codes_or_items(codes, n: int) -> tuple[np.ndarray, bool]:
@@ -212,6 +217,8 @@ def paired_auroc_test(y_true, probs_a, probs_b, codes=None, alpha: float = 0.05)
     diff = a - b
     se = math.sqrt(var) if math.isfinite(var) else float("nan")
     q = _st.norm.ppf(1 - alpha / 2)
+    if not math.isfinite(se):
+        method += NOT_ESTIMABLE
     if not se > 0:  # identical rankings (or undefined variance): no test
         z = p = float("nan")
     else:

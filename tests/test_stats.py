@@ -194,6 +194,7 @@ def test_auroc_se_undefined_when_all_positives_are_one_cluster():
     y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
     r = S.auroc_ci(y, np.linspace(1, 0, 8), codes=codes)
     assert r["value"] == 1.0 and math.isnan(r["se"]) and all(math.isnan(v) for v in r["ci"])
+    assert "not estimable" in r["method"]
 
 
 def test_paired_delong_equals_delong_1988_and_obuchowski(scored):
