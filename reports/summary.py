@@ -95,7 +95,6 @@ def _percentile_entry(samples, method: str) -> dict:
     out = {"ci": _ci(lo, hi), "method": method}
     if np.isfinite(lo) and lo == hi:
         out["degenerate"] = True
-        out["method"] = method + "; degenerate: every resample gave the same value"
     return out
 
 
@@ -182,7 +181,7 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
 def _auroc_entry(r):
     out = {"value": _f(r["value"]), "ci": _ci(*r["ci"]), "method": r["method"]}
     if r.get("se") == 0:  # perfect separation: the DeLong variance is 0 and the interval a point
-        out.update(degenerate=True, method=r["method"] + "; degenerate: zero variance at perfect separation")
+        out["degenerate"] = True
     return out
 
 

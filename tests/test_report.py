@@ -292,3 +292,12 @@ def test_claims_section_uses_the_claims_audit(run_dir):
     claims = Path(__file__).resolve().parent.parent / "protocols" / "afif2025" / "claims.yaml"
     html = _html(run_dir, claims_path=claims)
     assert 'id="claims-audit"' in html and "No claims file was given" not in html
+
+
+def test_report_states_the_macro_convention_and_the_paired_delong_test(html, summary):
+    from reports.metrics import MACRO_CONVENTION
+    text = re.sub(r"\s+", " ", html)
+    assert MACRO_CONVENTION[:60].capitalize() in text
+    assert "Δ macro AUROC, paired DeLong CI" in text
+    assert summary["comparisons"][0]["delong"]["method"] in text
+    assert "for accuracy" in text and "95 % CIs:  for accuracy" not in text   # the CI method is named
