@@ -219,13 +219,14 @@ def paired_auroc_test(y_true, probs_a, probs_b, codes=None, alpha: float = 0.05)
     q = _st.norm.ppf(1 - alpha / 2)
     if not math.isfinite(se):
         method += NOT_ESTIMABLE
-    if not se > 0:  # identical rankings (or undefined variance): no test
+    if not se > 0:  # identical rankings (or undefined variance): no test, and no interval claiming certainty
         z = p = float("nan")
+        ci = [float("nan"), float("nan")]
     else:
         z = diff / se
         p = float(2 * _st.norm.sf(abs(z)))
-    return {"a": a, "b": b, "diff": diff, "se": se, "ci": [diff - q * se, diff + q * se], "z": z, "p": p,
-            "method": method}
+        ci = [diff - q * se, diff + q * se]
+    return {"a": a, "b": b, "diff": diff, "se": se, "ci": ci, "z": z, "p": p, "method": method}
 
 
 # ---------------------------------------------------------------- paired tests

@@ -220,7 +220,7 @@ def test_paired_delong_equals_delong_1988_and_obuchowski(scored):
 def test_paired_delong_of_identical_models_is_no_test():
     probs = np.stack([1 - EX_S, EX_S], 1)
     r = S.paired_auroc_test(EX_Y, probs, probs, EX_CODES)
-    assert r["diff"] == 0 and r["se"] == 0 and math.isnan(r["p"])
+    assert r["diff"] == 0 and r["se"] == 0 and math.isnan(r["p"]) and all(math.isnan(v) for v in r["ci"])
 
 
 def test_paired_delong_multiclass_is_the_macro_difference():
