@@ -279,7 +279,12 @@ def test_binary_summary_positive_class_metrics_match_sklearn(tmp_path):
     assert not {"auroc_macro", "qwk", "linear_kappa", "mae_stage", "error_ge2_rate"} & set(e)
     folds = s["models"]["resnet50"]["folds"]
     assert "auroc" in folds and "auroc_macro" not in folds and "qwk" not in folds
-    assert set(s["comparisons"][0]["holdout_diff"]) == {"accuracy", "balanced_accuracy", "macro_f1"}
+    c = s["comparisons"][0]
+    assert set(c["holdout_diff"]) == {"accuracy", "balanced_accuracy", "macro_f1"}
+    # the paired DeLong test is of the positive class's AUROC (both one-vs-rest AUROCs coincide for two classes)
+    assert c["delong"]["metric"] == "auroc" and (c["model"], c["baseline"]) == ("vgg16", "resnet50")
+    assert c["delong"]["a"] == pytest.approx(s["models"]["vgg16"]["ensemble"]["auroc"]["value"])
+    assert c["delong"]["b"] == pytest.approx(e["auroc"]["value"])
 
 
 def test_positive_class_need_not_be_the_second(tmp_path):

@@ -1,7 +1,8 @@
 """The five-stage results do not change now that the label space is protocol data (issue 11).
 
-tests/golden/summary-f0f4.json was written by tests/golden/make_golden.py with main's code BEFORE the change
-(commit f0758dc). The same fake run is summarised today twice: as an old run dir (run.json without a task, read as
+tests/golden/summary-f0f4.json is the summary main's code (without this change) gives: first written at f937318,
+rewritten with main at 8d6f677 when main's statistics fixes (issue 13: sklearn macro convention, clustered DeLong)
+changed the numbers themselves; `PYTHONPATH=MAIN_CHECKOUT python tests/golden/make_golden.py` rewrites it. The same fake run is summarised today twice: as an old run dir (run.json without a task, read as
 the legacy F0..F4 ordinal task) and with protocols/afif2025/protocol.yaml's task recorded in run.json. Every value
 of the golden must come back; the only additions allowed are listed in NEW_KEYS.
 """

@@ -2,8 +2,9 @@
 before the label space became protocol data (issue 11). tests/test_task_golden.py compares today's summary
 of the same fake run (legacy run.json without a task, and with the afif2025 task declared) against it.
 
-Regenerate ONLY for a deliberate change of a metric's definition, and say so in the commit message:
-    PYTHONPATH=. python tests/golden/make_golden.py
+Regenerate ONLY for a deliberate change of a metric's definition, with the code that defines "before" first on the
+path (e.g. a checkout of main), and say so in the commit message:
+    PYTHONPATH=/path/to/main-checkout python tests/golden/make_golden.py
 """
 from __future__ import annotations
 
