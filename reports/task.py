@@ -73,7 +73,9 @@ def task_of(run_json: dict | None, class_names, where="run.json") -> Task:
     d = ((run_json or {}).get("protocol") or {}).get("task")
     names = [str(c) for c in class_names]
     if d is not None:
-        task = task_from_dict(d, where)
+        inferred = str((run_json or {}).get("task_source") or "").startswith("inferred")
+        task = task_from_dict(d, where, "inferred by `fibrobench run` from the data's labels, sorted by name (the "
+                                        "protocol has no task)" if inferred else "run.json protocol.task")
         if list(task.classes) != names:
             raise ReportInputError(where, "protocol.task.classes",
                                    f"{list(task.classes)} differ from splits.json class_names {names}")

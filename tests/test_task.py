@@ -373,3 +373,15 @@ def test_a_single_class_is_refused(tmp_path):
     with pytest.raises(BadInput) as ei:
         load_manifest(root)
     assert ei.value.field == "label" and str(root) in str(ei.value) and "at least 2 classes" in str(ei.value)
+
+
+def test_inferred_task_is_said_and_hostile_class_names_are_escaped(tmp_path):
+    from reports.render import render_report
+    task = {"classes": ["<script>alert(1)</script>", "b&b"], "ordinal": False, "positive": "b&b"}
+    rd = make_fake_run(tmp_path / "r", models=("resnet50",), n_patients=30, task=task)
+    run = json.loads((rd / "run.json").read_text())
+    run["task_source"] = "inferred: the data's labels, sorted by name"
+    (rd / "run.json").write_text(json.dumps(run))
+    html, summary = render_report(rd, n_boot=50)
+    assert summary["task"]["source"].startswith("inferred") and "inferred by" in html
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "b&amp;b" in html
