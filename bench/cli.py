@@ -1,4 +1,4 @@
-"""The `fibrobench` command line: one argparse subcommand per module `bench/cmd_<name>.py`.
+"""The `fibrobench` command line: one argparse subcommand per module `bench/commands/<name>.py`.
 
 Each command module defines `NAME`, `HELP`, `add_arguments(parser)` and `main(args) -> int`.
 Errors whose class carries `exit_code = 2` (bad input) print one line and exit 2.
@@ -24,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            mod = importlib.import_module(f"bench.cmd_{name}")
+            mod = importlib.import_module(f"bench.commands.{name}")
         except ModuleNotFoundError as exc:  # a command whose module is not there yet is not offered
-            if exc.name == f"bench.cmd_{name}":
+            if exc.name == f"bench.commands.{name}":
                 continue
             raise
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))

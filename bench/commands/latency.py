@@ -165,7 +165,7 @@ def main(args) -> int:
     return 0
 
 
-if __name__ == "__main__":  # `python -m bench.cmd_latency ...`: this command alone, without the other commands' imports
+if __name__ == "__main__":  # `python -m bench.commands.latency ...`: this command alone, without the other commands' imports
     import argparse
 
     _p = argparse.ArgumentParser(prog="fibrobench latency", description=DESCRIPTION)

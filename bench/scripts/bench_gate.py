@@ -1,6 +1,6 @@
 """Compare a pytest-benchmark JSON with the stored baseline of this machine; record one if there is none.
 
-    python bench/bench_gate.py RESULTS.json [--baselines bench/baselines] [--threshold 0.5]
+    python bench/scripts/bench_gate.py RESULTS.json [--baselines bench/baselines] [--threshold 0.5]
                                [--machine-id ID] [--update] [--json OUT]
 
 A benchmark regresses when BOTH
@@ -24,7 +24,7 @@ from pathlib import Path
 
 SCHEMA = "fibrobench.bench-baseline/1"
 DEFAULT_THRESHOLD = 0.5
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # bench/
 STAT_KEYS = ("min", "max", "mean", "median", "iqr", "q1", "q3", "rounds", "stddev")
 
 
