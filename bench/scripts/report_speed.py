@@ -25,9 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-    from fake_run import make_fake_run
-
+    from bench.scripts.fake_run import make_fake_run
     from reports.render import build_context, render_html
     from reports.rundir import load_run
     from reports.summary import summarize_loaded
