@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-# order = order in --help; module names are stable, the CLI contract lives in DESIGN.md
+# order = order in --help; module names are stable, the CLI contract lives in docs/design.md
 COMMANDS = ["synth", "models", "run", "leakage", "latency", "audit_claims", "report", "gate", "demo"]
 
 
@@ -23,12 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fibrobench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"bench.commands.{name}")
-        except ModuleNotFoundError as exc:  # a command whose module is not there yet is not offered
-            if exc.name == f"bench.commands.{name}":
-                continue
-            raise
+        mod = importlib.import_module(f"bench.commands.{name}")
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.add_arguments(p)
         p.set_defaults(_main=mod.main)
