@@ -230,8 +230,8 @@ def test_cli_latency_regression_via_latency_option(tmp_path, summaries):
 
 def test_gate_on_fake_runs_with_the_real_summary(tmp_path, monkeypatch):
     """End to end with reports.summary.summarize_run on the shared fake RUN_DIR helper."""
-    summary = pytest.importorskip("reports.summary")
     from bench.scripts.fake_run import make_fake_run
+    from reports import summary
     monkeypatch.setattr(G, "_summarize", lambda d: summary.summarize_run(d, n_boot=300, seed=0))
     base = make_fake_run(tmp_path / "base", models=("resnet50", "resnet50_cbam"))
     same = make_fake_run(tmp_path / "same", models=("resnet50", "resnet50_cbam"))
