@@ -3,11 +3,11 @@ import re
 
 import pytest
 
-from bench.scripts.fake_run import make_fake_run  # noqa: E402
+from bench.scripts.fake_run import make_fake_run
 
-from bench.cli import main as cli  # noqa: E402
-from reports.compare import compare_summaries, diff_entry, flatten, protocol_differences  # noqa: E402
-from reports.summary import summarize_run  # noqa: E402
+from bench.cli import main as cli
+from reports.compare import compare_summaries, diff_entry, flatten, protocol_differences
+from reports.summary import summarize_run
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import pytest
 from sklearn import metrics as skm
 from statsmodels.stats.proportion import proportion_confint
 
-from bench.scripts.fake_run import make_fake_run  # noqa: E402
+from bench.scripts.fake_run import make_fake_run
 
-from bench.cli import main as cli  # noqa: E402
-from reports.render import render_report  # noqa: E402
-from reports.summary import summarize_run  # noqa: E402
+from bench.cli import main as cli
+from reports.render import render_report
+from reports.summary import summarize_run
 
 N_BOOT = 500
 

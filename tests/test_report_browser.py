@@ -4,9 +4,9 @@ import subprocess
 
 import pytest
 
-from bench.scripts.fake_run import make_fake_run  # noqa: E402
+from bench.scripts.fake_run import make_fake_run
 
-from reports.render import render_report  # noqa: E402
+from reports.render import render_report
 
 pytestmark = pytest.mark.browser
 
