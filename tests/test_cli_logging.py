@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import configure_logging
+from bench.cli import _Stderr, configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 # the CLI's own error funnel (and its copy in `python -m bench.commands.latency`) print the one-line error itself
@@ -16,19 +16,29 @@ FUNNELS = {"bench/cli.py", "bench/commands/latency.py"}
 PENDING = {"protocols/trainer.py"}
 
 
+def _ours(logger: logging.Logger) -> list[logging.Handler]:
+    return [h for h in logger.handlers if isinstance(h, _Stderr)]   # pytest attaches its own capture handlers too
+
+
 @pytest.fixture
 def fresh_logger():
     root = logging.getLogger("fibrobench")
-    saved = (list(root.handlers), root.level, root.propagate)
-    root.handlers.clear()
+    saved, level, propagate = _ours(root), root.level, root.propagate
+    for h in saved:
+        root.removeHandler(h)
     yield root
-    root.handlers[:], root.level, root.propagate = saved
+    for h in _ours(root):
+        root.removeHandler(h)
+    for h in saved:
+        root.addHandler(h)
+    root.setLevel(level)
+    root.propagate = propagate
 
 
 def test_messages_read_as_before_and_the_handler_is_installed_once(fresh_logger, capsys):
     configure_logging()
     configure_logging()
-    assert len(fresh_logger.handlers) == 1
+    assert len(_ours(fresh_logger)) == 1
     logging.getLogger("fibrobench.run").info("job %d/%d: %s fold %d", 1, 10, "resnet50", 0)
     logging.getLogger("fibrobench.gate").warning("nothing was compared")
     logging.getLogger("fibrobench.run").debug("not shown at INFO")
