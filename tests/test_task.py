@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,8 @@ from protocols.splits import make_splits
 from reports import metrics as M
 from reports.errors import ReportInputError
 from reports.task import task_of
+from bench.scripts.fake_run import make_fake_run
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_run import make_fake_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {"name": "t", "models": ["resnet50"], "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 4, "epochs": 1}}

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "golden"))
-from fake_run import make_fake_run  # noqa: E402
 from make_golden import FAKE, golden_summary  # noqa: E402
+
+from bench.scripts.fake_run import make_fake_run  # noqa: E402
 
 from protocols.config import load_protocol  # noqa: E402
 

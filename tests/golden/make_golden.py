@@ -9,15 +9,13 @@ path (e.g. a checkout of main), and say so in the commit message:
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from fake_run import make_fake_run  # noqa: E402
+from bench.scripts.fake_run import make_fake_run
+from reports.summary import summarize_run
 
-from reports.summary import summarize_run  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 FAKE = {"models": ("resnet50", "resnet50_cbam"), "n_patients": 60, "images_per_patient": 3, "seed": 3,
         "quality": {"resnet50": 0.5, "resnet50_cbam": 0.7}}
