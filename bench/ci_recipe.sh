@@ -31,9 +31,10 @@ $F gate "$W/run" --baseline "$BASE" --latency-tol 100 --memory-tol 25 \
   --json "$W/gate.json" --junit "$W/gate-junit.xml"
 
 # 5. a non-five-class task on the same frames: the binary smoke task (F0-F1 vs F2-F4, resnet50 only, about half
-#    the cost of step 2), gated on its metrics (its latency is step 3's resnet50)
+#    the cost of step 2), gated on its metrics (its latency is step 3's resnet50). One thread, as its baseline was
+#    recorded: CPU training is bitwise repeatable at a fixed thread count, not across thread counts.
 BASE2=${FIBROBENCH_GATE_BASELINE_BINARY:-bench/baselines/smoke-binary-gate.json}
-$F run protocols/smoke/protocol-binary.yaml --data "$W/data" --out "$W/run-binary" --device cpu --no-progress
+OMP_NUM_THREADS=1 $F run protocols/smoke/protocol-binary.yaml --data "$W/data" --out "$W/run-binary" --device cpu --no-progress
 if [ ! -f "$BASE2" ]; then
   $F gate "$W/run-binary" --baseline "$BASE2" --write-baseline
   echo "ci: no binary gate baseline yet; recorded $BASE2 from this run -- review and commit it"
