@@ -119,9 +119,11 @@ def main(args) -> int:
     known = models.list_models()
     names = ([n.strip() for n in args.models.split(",") if n.strip()] if args.models
              else proto_models or list(known))
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise BadInput("<command line>", "--models", f"unknown {unknown or names}; registered: {', '.join(known)}")
+    if not names:
+        raise BadInput("<command line>", "--models", f"no model named; built-in: {', '.join(known)}")
+    from models.registry import check_input_size, get_spec
+    for n in names:  # unknown names and impossible input sizes are bad input before anything is measured
+        check_input_size(get_spec(n), args.input_size)
 
     log = (lambda s: None) if args.quiet else (lambda s: print(f"[latency] {s}", file=sys.stderr, flush=True))
     if args.info_only:
