@@ -12,6 +12,7 @@ from torch import nn
 
 from models import create_feature_extractor, create_model
 from models.names import parse_name
+from tests.fake_caches import fake_hf_file
 from protocols.errors import BadInput
 
 SIZE = 32
@@ -222,23 +223,6 @@ def test_factory_weights_from_file_and_factory_pretrained(user_pkg, tmp_path, ca
 
 # ---------------------------------------------------------------- offline weights for timm / tv
 
-def _fake_hf_file(hf_cache, repo: str, filename: str, payload: bytes, blob_name: str | None = None):
-    """What huggingface_hub leaves in its cache: refs/main, blobs/<sha256>, snapshots/<rev>/<file> -> blob."""
-    import hashlib
-
-    root = hf_cache / f"models--{repo.replace('/', '--')}"
-    rev = "0" * 40
-    (root / "refs").mkdir(parents=True, exist_ok=True)
-    (root / "refs" / "main").write_text(rev)
-    blob = root / "blobs" / (blob_name or hashlib.sha256(payload).hexdigest())
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(payload)
-    snap = root / "snapshots" / rev / filename
-    snap.parent.mkdir(parents=True, exist_ok=True)
-    snap.symlink_to(blob)
-    return snap
-
-
 @pytest.fixture
 def timm_file(caches):
     """Random 1000-class test_resnet weights as model.safetensors in the HF cache, where timm would put them."""
@@ -248,7 +232,7 @@ def timm_file(caches):
     torch.manual_seed(5)
     sd = timm.create_model("test_resnet", num_classes=1000).state_dict()
     payload = save({k: v.contiguous() for k, v in sd.items()})
-    return _fake_hf_file(caches / "hf", "timm/test_resnet.r160_in1k", "model.safetensors", payload), sd
+    return fake_hf_file(caches / "hf", "timm/test_resnet.r160_in1k", "model.safetensors", payload), sd
 
 
 @pytest.mark.parametrize("pretrained", [True, "imagenet"])
