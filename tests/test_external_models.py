@@ -290,3 +290,28 @@ def test_protocol_pretrained_takes_timm_spelling(tmp_path, value, expected):
     p = tmp_path / "p.yaml"
     p.write_text(f"include: {smoke}\nname: x\npretrained: {value}\n")
     assert load_protocol(p).pretrained == expected
+
+
+# ---------------------------------------------------------------- `fibrobench models` for any model
+
+def test_cli_models_covers_timm_and_tv(tmp_path, capsys):
+    from bench.cli import main
+    from models.facts import count_params
+
+    out = tmp_path / "facts.json"
+    assert main(["models", "--models", "timm/test_resnet,tv/resnet18", "--input-size", "64", "--num-classes", "3",
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    with torch.device("meta"):
+        expected = count_params(create_model("tv/resnet18", num_classes=3, input_size=64))[0]
+    assert doc["models"]["tv/resnet18"]["params_total"] == expected == 11_178_051
+    assert doc["models"]["timm/test_resnet"]["flops"] > 0
+    assert "timm/test_resnet" in capsys.readouterr().out
+
+
+def test_cli_models_search_lists_both_libraries(capsys):
+    from bench.cli import main
+
+    assert main(["models", "--search", "resnet1*"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "timm/resnet18" in names and "tv/resnet18" in names and "tv/resnet50" not in names
