@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import warnings
 from typing import Callable
 
@@ -88,6 +89,16 @@ def load_factory(name: str) -> Callable:
     if not callable(factory):
         raise _bad(name, f"{attr} is a {type(factory).__name__}, not a callable taking num_classes")
     return factory
+
+
+def factory_code(name: str) -> dict:
+    """Provenance of a factory model: the module's file and its sha256 (the code can change between runs)."""
+    import sys
+
+    from models.hub import file_sha256
+
+    path = getattr(sys.modules.get(name.partition(":")[0]), "__file__", None)
+    return {"factory": name, "file": path, "sha256": file_sha256(path) if path and os.path.isfile(path) else None}
 
 
 def factory_accepts(factory: Callable, param: str) -> bool:

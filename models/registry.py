@@ -112,6 +112,10 @@ def create_model(name: str, num_classes: int = 5, pretrained=None, input_size: i
 
         check_output(model, name, num_classes, input_size)
         head = spec.head or classifier_path(model, num_classes)
+        if spec.kind == FACTORY:
+            from models.external import factory_code
+
+            model.fibro_code = factory_code(name)
     else:
         head = spec.head
     model.fibro_weights = record

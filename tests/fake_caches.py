@@ -6,7 +6,6 @@ import hashlib
 
 def fake_hf_file(hf_cache, repo: str, filename: str, payload: bytes, blob_name: str | None = None):
     """What huggingface_hub leaves in its cache: refs/main, blobs/<sha256>, snapshots/<rev>/<file> -> blob."""
-
     root = hf_cache / f"models--{repo.replace('/', '--')}"
     rev = "0" * 40
     (root / "refs").mkdir(parents=True, exist_ok=True)

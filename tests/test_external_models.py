@@ -315,3 +315,13 @@ def test_cli_models_search_lists_both_libraries(capsys):
     assert main(["models", "--search", "resnet1*"]) == 0
     names = capsys.readouterr().out.split()
     assert "timm/resnet18" in names and "tv/resnet18" in names and "tv/resnet50" not in names
+
+
+def test_factory_model_records_its_code(user_pkg):
+    import hashlib
+    import sys
+
+    code = create_model(f"{user_pkg}:plain", num_classes=2, input_size=SIZE).fibro_code
+    path = sys.modules[user_pkg].__file__
+    assert code == {"factory": f"{user_pkg}:plain", "file": path,
+                    "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest()}

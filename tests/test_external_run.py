@@ -65,6 +65,7 @@ def test_jobs_and_ensembles_of_external_models(run_dir):
     assert run["status"] == "complete" and sorted(run["models"]) == sorted(MODELS)
     for name in MODELS:
         assert run["models"][name]["weights"]["random_init"] is True
+        assert ("code" in run["models"][name]) == (":" in name)  # a factory records its source file + sha256
         for k in (0, 1):
             assert (run_dir / "jobs" / name / f"fold{k}" / "DONE").exists()
         e = read_logits(run_dir / "ensemble" / f"{name}.npz")
