@@ -148,16 +148,26 @@ def verify(src: Source, path: Path) -> dict:
 
 
 def _download(src: Source) -> None:
-    if src.library == "torchvision":  # what torchvision's Weights.get_state_dict(check_hash=True) does
+    """One file through its library's own download: torch.hub for URLs (what torchvision's
+    Weights.get_state_dict and timm's URL weights use, hash prefix checked), timm's HF loader for the hub."""
+    if src.url is not None:
         torch.hub.load_state_dict_from_url(src.url, progress=True, check_hash=True, weights_only=True)
-    elif src.url is not None:
-        from timm.models._hub import download_cached_file
-
-        download_cached_file(src.url, check_hash=True, progress=True)
     else:
         from timm.models import load_state_dict_from_hf
 
         load_state_dict_from_hf(src.hf_repo, src.filename)
+
+
+def _download_first(srcs: list[Source]) -> None:
+    """Download the preferred file; a Hugging Face repo without that file name falls through to the next."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    for i, src in enumerate(srcs):
+        try:
+            return _download(src)
+        except EntryNotFoundError:
+            if i == len(srcs) - 1:
+                raise
 
 
 def fetch(spec) -> dict:
@@ -171,9 +181,8 @@ def fetch(spec) -> dict:
     have = find_cached(spec)
     already = have is not None
     if have is None:
-        src = srcs[0]
-        log.info("downloading %s weights %s for %s", src.library, src.tag, spec.name)
-        _download(src)
+        log.info("downloading %s weights %s for %s", srcs[0].library, srcs[0].tag, spec.name)
+        _download_first(srcs)
         have = find_cached(spec)
         if have is None:
             raise BadInput("models", "name", f"{spec.name}: download finished but no file at "

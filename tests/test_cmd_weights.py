@@ -150,3 +150,30 @@ def test_where_lists_expected_locations_without_network(caches, capsys):
     assert [s["tag"] for s in srcs] == ["IMAGENET1K_V1", "IMAGENET1K_V2"] and all(s["cached"] is None for s in srcs)
     assert srcs[0]["expected"] == str(caches / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth")
     assert "models--timm--test_resnet.r160_in1k" in doc["models"]["timm/test_resnet"]["sources"][0]["expected"]
+
+
+def test_fetch_timm_falls_through_to_the_pickle_file_when_no_safetensors(fake_hf_download, caches, monkeypatch):
+    """An older HF repo with only pytorch_model.bin: timm's loader is asked for it after model.safetensors fails."""
+    import timm.models._hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    _, calls, _, sd = fake_hf_download
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+
+    def only_bin(repo_id, filename, revision=None, cache_dir=None, **kw):
+        calls.append((repo_id, filename))
+        if filename.endswith(".safetensors"):
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(fake_hf_file(caches / "hf", repo_id, filename, buf.getvalue()))
+
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", only_bin)
+    from models.hub import fetch
+    from models.registry import get_spec
+
+    rec = fetch(get_spec("timm/test_resnet"))
+    assert rec["path"].endswith("pytorch_model.bin") and rec["verified"]
+    assert ("timm/test_resnet.r160_in1k", "pytorch_model.bin") in calls
+    from models import create_model
+    m = create_model("timm/test_resnet", num_classes=2, pretrained=True, input_size=32, allow_random_init=False)
+    assert torch.equal(m.state_dict()["conv1.0.weight"], sd["conv1.0.weight"])
