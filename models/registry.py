@@ -7,7 +7,7 @@ from typing import Callable
 from torch import nn
 
 from models.errors import BadInput
-from models.names import BUILTIN, FACTORY, TIMM, TV, parse_name
+from models.names import BUILTIN, FACTORY, parse_name
 
 MIN_INPUT_SIZE = 32
 

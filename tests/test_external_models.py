@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from torch import nn
 
 from models import create_feature_extractor, create_model
 from models.names import parse_name
@@ -128,7 +127,6 @@ def test_unknown_timm_and_tv_names_say_how_to_search():
 
 FACTORY_SRC = '''
 import torch
-from torch import nn
 
 SEEN = {}
 
