@@ -11,8 +11,8 @@ import torchvision
 
 from models import create_feature_extractor, create_model
 from models.names import parse_name
-from tests.fake_caches import fake_hf_file
 from protocols.errors import BadInput
+from tests.fake_caches import fake_hf_file
 
 SIZE = 32
 
