@@ -127,6 +127,7 @@ def test_unknown_timm_and_tv_names_say_how_to_search():
 
 FACTORY_SRC = '''
 import torch
+from torch import nn
 
 SEEN = {}
 
