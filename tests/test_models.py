@@ -10,13 +10,14 @@ from torch import nn
 from models import create_feature_extractor, create_model, list_models, model_facts
 from models.cbam import CBAM, cbam_param_count
 from models.facts import activation_bytes, count_flops
+from models.registry import get_spec
 from protocols.errors import BadInput
 
 CONTRACT = ["resnet50", "resnet50_cbam", "resnet50_cbam_post", "resnet50_cbam_woo",
             "vgg16", "densenet121", "efficientnet_b0", "vit_b_16"]
 SIZE = 32  # smallest size every backbone takes (ViT-B/16: 2x2 patches)
 # the registry's other forms, one of each library (timm's test_resnet is a 0.4 M-parameter ResNet)
-EVERY_KIND = CONTRACT + ["timm/test_resnet", "tv/resnet18"]
+EVERY_KIND = list_models() + ["timm/test_resnet", "tv/resnet18"]
 
 
 def test_registry_names_match_contract():
@@ -106,9 +107,21 @@ def test_unknown_name_lists_registry_and_the_other_forms():
         create_model("resnet51")
 
 
-@pytest.mark.parametrize("name,dim", [("resnet50", 2048), ("resnet50_cbam", 2048), ("vgg16", 4096),
-                                      ("densenet121", 1024), ("efficientnet_b0", 1280), ("vit_b_16", 768)])
-def test_feature_extractor_shapes(name, dim):
+def _head_in_features(name: str) -> int:
+    """Width of the registered classifier's input: what the feature extractor must return."""
+    with torch.device("meta"):
+        m = create_model(name, input_size=SIZE)
+        return m.get_submodule(m.fibro_head).in_features
+
+
+def test_head_widths_are_the_published_ones():
+    assert {n: _head_in_features(n) for n in ("resnet50", "vgg16", "densenet121", "efficientnet_b0", "vit_b_16")} \
+        == {"resnet50": 2048, "vgg16": 4096, "densenet121": 1024, "efficientnet_b0": 1280, "vit_b_16": 768}
+
+
+@pytest.mark.parametrize("name", EVERY_KIND)
+def test_feature_extractor_shapes(name):
+    dim = _head_in_features(name)
     with torch.device("meta"):  # shapes only: cheap even for VGG-16
         fx, d = create_feature_extractor(name, input_size=SIZE)
         f = fx(torch.empty(3, 3, SIZE, SIZE))
@@ -130,18 +143,13 @@ def test_feature_extractor_values_are_pooled_backbone_features():
 
 # --- facts: against torchvision's published parameter counts and operation counts -------------------
 
-def _tv_meta():
-    import torchvision.models as tvm
-    return {"resnet50": (tvm.ResNet50_Weights.IMAGENET1K_V1, 2048), "vgg16": (tvm.VGG16_Weights.IMAGENET1K_V1, 4096),
-            "densenet121": (tvm.DenseNet121_Weights.IMAGENET1K_V1, 1024),
-            "efficientnet_b0": (tvm.EfficientNet_B0_Weights.IMAGENET1K_V1, 1280),
-            "vit_b_16": (tvm.ViT_B_16_Weights.IMAGENET1K_V1, 768),
-            "tv/resnet18": (tvm.ResNet18_Weights.IMAGENET1K_V1, 512)}
+# registered models that are a torchvision architecture with only the head replaced
+PLAIN_TORCHVISION = [n for n in list_models() if get_spec(n).arch == n] + ["tv/resnet18"]
 
 
 @pytest.fixture(scope="module")
 def facts224():
-    return {n: model_facts(n, 224) for n in CONTRACT + ["tv/resnet18"]}
+    return {n: model_facts(n, 224) for n in list_models() + ["tv/resnet18"]}
 
 
 def test_resnet50_textbook_numbers(facts224):
@@ -151,10 +159,16 @@ def test_resnet50_textbook_numbers(facts224):
     assert f["flops"] == 2 * f["macs"]
 
 
-@pytest.mark.parametrize("name", ["resnet50", "vgg16", "densenet121", "efficientnet_b0", "vit_b_16", "tv/resnet18"])
+def test_plain_torchvision_models_are_found():
+    assert {"resnet50", "vgg16", "densenet121", "efficientnet_b0", "vit_b_16"} <= set(PLAIN_TORCHVISION)
+
+
+@pytest.mark.parametrize("name", PLAIN_TORCHVISION)
 def test_facts_match_torchvision_metadata(facts224, name):
     """torchvision lists params and GFLOPS (= GMACs) for the 1000-class models; adjust for a 5-class head."""
-    weights, d = _tv_meta()[name]
+    import torchvision.models as tvm
+
+    weights, d = tvm.get_model_weights(get_spec(name).arch)["IMAGENET1K_V1"], _head_in_features(name)
     head_delta = (d * 1000 + 1000) - (d * 5 + 5)
     f = facts224[name]
     assert f["params_total"] == weights.meta["num_params"] - head_delta

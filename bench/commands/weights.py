@@ -13,7 +13,7 @@ Hugging Face cache) and checks the file against the library's published hash; `w
 """
 from __future__ import annotations
 
-import sys
+import logging
 
 NAME = "weights"
 HELP = "fetch published ImageNet weights (explicit download, hash-checked) or show where they are expected"
@@ -47,6 +47,7 @@ def main(args) -> int:
     from models.registry import get_spec
     from protocols.atomic import write_json
 
+    log = logging.getLogger("fibrobench.weights")
     specs = [get_spec(n) for n in args.models]  # every name checked before anything is downloaded
     records, failed = {}, []
     for spec in specs:
@@ -66,7 +67,7 @@ def main(args) -> int:
             except Exception as exc:  # noqa: BLE001 - one model's failure (network, hash) is recorded, others go on
                 rec = {"model": spec.name, "error": f"{type(exc).__name__}: {exc}"}
                 failed.append(spec.name)
-                print(f"{spec.name}: FAILED {rec['error']}", file=sys.stderr)
+                log.error("%s: FAILED %s", spec.name, rec["error"])
         records[spec.name] = rec
     if args.json:
         write_json(args.json, {"schema": SCHEMA, "action": args.action, "models": records,
