@@ -106,8 +106,10 @@ def _record(pretrained) -> dict:
             "shape_mismatch_keys": [], "random_init": True, "note": ""}
 
 
-def _timm_compare(model: nn.Module, path: Path) -> dict:
-    """What timm loaded: model tensors identical to the file's (verbatim) vs the rest (fresh or adapted)."""
+def _timm_compare(model: nn.Module, path: Path, head: str | None) -> dict:
+    """What timm loaded, read back from the model: tensors identical to the file's (loaded), present in the
+    file under the same name but changed (adapted by timm's checkpoint filter, e.g. resampled position
+    embeddings), and the rest (missing: the fresh head, or renamed by the filter)."""
     from timm.models import load_state_dict
 
     sd = load_state_dict(str(path))
@@ -116,9 +118,11 @@ def _timm_compare(model: nn.Module, path: Path) -> dict:
     if not same:
         raise BadInput(path, "pretrained", f"no tensor in the file matches a parameter of {model.fibro_arch} "
                                            f"(first file keys: {sorted(sd)[:3]}); wrong architecture?")
+    adapted = sorted(k for k in own if k in sd and k not in same and not is_fresh_key(k, head))
     mismatched = sorted(k for k, v in sd.items() if k in own and own[k].shape != v.shape)
-    return {"missing_keys": sorted(set(own) - same), "unexpected_keys": sorted(set(sd) - set(own)) + mismatched,
-            "shape_mismatch_keys": mismatched, "loaded_keys": len(same)}
+    return {"missing_keys": sorted(set(own) - same - set(adapted)), "adapted_keys": adapted,
+            "unexpected_keys": sorted(set(sd) - set(own)) + mismatched, "shape_mismatch_keys": mismatched,
+            "loaded_keys": len(same)}
 
 
 def _build_timm(spec, num_classes: int, input_size: int, path: Path) -> tuple[nn.Module, dict]:
@@ -128,7 +132,10 @@ def _build_timm(spec, num_classes: int, input_size: int, path: Path) -> tuple[nn
         raise BadInput(path, "pretrained", f"timm could not load it into {spec.arch}: "
                                            f"{type(exc).__name__}: {exc}") from None
     model.fibro_arch = spec.arch
-    return model, _timm_compare(model, path)
+    if (getattr(model, "pretrained_cfg", None) or {}).get("custom_load"):  # e.g. .npz files: timm's own loader
+        return model, {"missing_keys": [], "unexpected_keys": [], "shape_mismatch_keys": [], "loaded_keys": None,
+                       "custom_load": True}
+    return model, _timm_compare(model, path, spec.head)
 
 
 def _build_from_file(spec, num_classes: int, input_size: int, path: Path) -> tuple[nn.Module, dict]:
@@ -180,13 +187,16 @@ def apply_pretrained(spec, num_classes: int, input_size: int, pretrained: str | 
     if unexplained:
         log.warning("%s: %d backbone tensors not loaded from %s (e.g. %s); they keep their random init",
                     spec.name, len(unexplained), path, unexplained[:3])
-    log.info("%s: loaded %d tensors from %s; missing %d, unexpected %d", spec.name, report["loaded_keys"], path,
+    log.info("%s: loaded %s tensors from %s; missing %d, unexpected %d", spec.name, report["loaded_keys"], path,
              len(report["missing_keys"]), len(report["unexpected_keys"]))
     record.update({"source": str(path.resolve()), "sha256": file_sha256(path),
                    "missing_keys": report["missing_keys"], "unexpected_keys": report["unexpected_keys"],
                    "shape_mismatch_keys": report["shape_mismatch_keys"], "loaded_keys": report["loaded_keys"],
                    "random_init": False, "backbone_missing_keys": unexplained,
-                   "note": ("weights from file through timm (missing_keys: not copied verbatim: the fresh head, "
-                            "or adapted by timm's checkpoint filter)" if spec.kind == TIMM else
+                   **({"adapted_keys": report["adapted_keys"]} if "adapted_keys" in report else {}),
+                   "note": ("weights from file through timm's model-specific loader (custom_load; tensors not "
+                            "compared)" if report.get("custom_load") else
+                            "weights from file through timm (adapted_keys: changed by timm's checkpoint filter, "
+                            "e.g. resampled; missing_keys: the fresh head)" if spec.kind == TIMM else
                             "weights from file; tensors in missing_keys (head, CBAM) keep their fresh init")})
     return model, record

@@ -324,3 +324,19 @@ def test_factory_model_records_its_code(user_pkg):
     path = sys.modules[user_pkg].__file__
     assert code == {"factory": f"{user_pkg}:plain", "file": path,
                     "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest()}
+
+
+def test_timm_resampled_position_embeddings_are_adapted_not_missing(caches):
+    """A 160-px test_vit checkpoint loaded into a 64-px model: timm's filter resamples pos_embed."""
+    import timm
+    from safetensors.torch import save
+
+    torch.manual_seed(6)
+    sd = timm.create_model("test_vit", num_classes=1000).state_dict()  # its pretrained size, 160 px
+    fake_hf_file(caches / "hf", "timm/test_vit.r160_in1k", "model.safetensors",
+                 save({k: v.contiguous() for k, v in sd.items()}))
+    m = create_model("timm/test_vit", num_classes=3, pretrained=True, input_size=64, allow_random_init=False)
+    w = m.fibro_weights
+    assert w["adapted_keys"] == ["pos_embed"] and m.pos_embed.shape != sd["pos_embed"].shape
+    assert w["missing_keys"] == ["head.bias", "head.weight"] and w["backbone_missing_keys"] == []
+    assert torch.equal(m.state_dict()["blocks.0.attn.qkv.weight"], sd["blocks.0.attn.qkv.weight"])
