@@ -127,7 +127,10 @@ def _timm_compare(model: nn.Module, path: Path, head: str | None) -> dict:
 
 def _build_timm(spec, num_classes: int, input_size: int, path: Path) -> tuple[nn.Module, dict]:
     try:
-        model = spec.build(num_classes, input_size, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        # timm's custom_load (the model's own loader) reads original .npz releases; any other file is a state
+        # dict (timm resets custom_load for a file overlay, so a cached .npz must ask for it)
+        overlay = {"file": str(path), "custom_load": path.suffix == ".npz"}
+        model = spec.build(num_classes, input_size, pretrained=True, pretrained_cfg_overlay=overlay)
     except (RuntimeError, KeyError, ValueError, OSError) as exc:
         raise BadInput(path, "pretrained", f"timm could not load it into {spec.arch}: "
                                            f"{type(exc).__name__}: {exc}") from None

@@ -340,3 +340,20 @@ def test_timm_resampled_position_embeddings_are_adapted_not_missing(caches):
     assert w["adapted_keys"] == ["pos_embed"] and m.pos_embed.shape != sd["pos_embed"].shape
     assert w["missing_keys"] == ["head.bias", "head.weight"] and w["backbone_missing_keys"] == []
     assert torch.equal(m.state_dict()["blocks.0.attn.qkv.weight"], sd["blocks.0.attn.qkv.weight"])
+
+
+def test_timm_custom_load_model_reads_its_hf_state_dict(caches):
+    """flexivit's config names a .npz custom loader (its big_vision release); the HF copy is a plain state dict."""
+    import timm
+    from safetensors.torch import save
+
+    from timm.models import get_pretrained_cfg
+
+    assert get_pretrained_cfg("flexivit_small").custom_load
+    torch.manual_seed(8)
+    sd = timm.create_model("flexivit_small", num_classes=1000, img_size=32).state_dict()
+    fake_hf_file(caches / "hf", get_pretrained_cfg("flexivit_small").hf_hub_id, "model.safetensors",
+                 save({k: v.contiguous() for k, v in sd.items()}))
+    m = create_model("timm/flexivit_small", num_classes=2, pretrained=True, input_size=32, allow_random_init=False)
+    assert torch.equal(m.state_dict()["blocks.0.mlp.fc1.weight"], sd["blocks.0.mlp.fc1.weight"])
+    assert m.fibro_weights["backbone_missing_keys"] == []
