@@ -185,8 +185,7 @@ def fetch(spec) -> dict:
         _download_first(srcs)
         have = find_cached(spec)
         if have is None:
-            raise BadInput("models", "name", f"{spec.name}: download finished but no file at "
-                                             f"{', '.join(s.where() for s in srcs)}")
+            raise RuntimeError(f"{spec.name}: download finished but no file at {', '.join(s.where() for s in srcs)}")
     src, path = have
     try:
         check = verify(src, path)
