@@ -95,3 +95,21 @@ def test_report_and_efficiency_cover_external_models(run_dir):
     ens = re.search(r'<table id="table-ensemble">.*?</table>', html, re.S).group(0)
     for name in MODELS:
         assert f"<td>{name}</td>" in table and name in ens
+
+
+@pytest.mark.slow
+def test_run_with_a_broken_factory_exits_2_with_one_line(tmp_path, capsys):
+    from bench.cli import main
+    from protocols.synth import generate_dataset
+
+    data = tmp_path / "data"
+    generate_dataset(data, n_patients=6, size=(64, 48), seed=1, overwrite=True)
+    proto = tmp_path / "p.yaml"
+    proto.write_text(yaml.safe_dump({"include": str(ROOT / "protocols/smoke/protocol.yaml"), "name": "broken",
+                                     "data": {"input_size": 32}, "split": {"n_folds": 2}}))
+    capsys.readouterr()
+    assert main(["run", str(proto), "--data", str(data), "--out", str(tmp_path / "run"), "--device", "cpu",
+                 "--models", "resnet50,no_such_pkg_fb.nets:small", "--no-progress"]) == 2
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if "error" in ln]
+    assert len(err) == 1 and "no_such_pkg_fb.nets:small" in err[0] and "cannot import" in err[0]
+    assert not (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "jobs").exists()
