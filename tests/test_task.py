@@ -383,3 +383,17 @@ def test_inferred_task_is_said_and_hostile_class_names_are_escaped(tmp_path):
     html, summary = render_report(rd, n_boot=50)
     assert summary["task"]["source"].startswith("inferred") and "inferred by" in html
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "b&amp;b" in html
+
+
+def test_leakage_cli_audits_a_run_split_made_with_another_task(tmp_path):
+    """`fibrobench leakage --splits RUN/splits.json` on a binary run of F0..F4 data: the split's labels are used."""
+    from bench.cli import main
+    from protocols.splits import write_splits
+    root = _folder(tmp_path / "d", ["F0", "F1", "F2", "F3", "F4"], per=6)
+    binary = load_protocol(ROOT / "protocols/afif2025/protocol-binary.yaml").task
+    df = load_manifest(root, task=binary)
+    write_splits(tmp_path, make_splits(df, "image", 0.25, 2, seed=0, class_names=list(binary.classes)))
+    out = tmp_path / "leak.json"
+    assert main(["leakage", "--data", str(root), "--splits", str(tmp_path / "splits.json"), "--no-thumbs",
+                 "--json", str(out)]) in (0, 1)
+    assert json.loads(out.read_text())["split"]["sha256"] == json.loads((tmp_path / "splits.json").read_text())["sha256"]
