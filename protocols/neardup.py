@@ -26,7 +26,7 @@ from protocols import hashing, transforms
 FAMILIES = transforms.FAMILIES
 COPY_FAMILIES = ("identical", "photometric", "mirrored", "rotated", "cropped/zoomed")
 # zero-shift correlation of two frames' standardised 32 x 32 sectors above which an untransformed link is a
-# photometric copy rather than another frame of the same scene (bench/leakage_families.py measures both sides)
+# photometric copy rather than another frame of the same scene (measured on the default synthetic data, docs/leakage.md)
 PHOTOMETRIC_R = 0.99
 _F = {name: k for k, name in enumerate(FAMILIES)}
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from fake_run import make_fake_run
+from bench.scripts.fake_run import make_fake_run
 from reports.compare import compare_runs
 from reports.errors import ReportInputError
 from reports.split_gap import split_gap
@@ -43,7 +43,7 @@ def test_gap_is_image_minus_patient_with_the_comparison_ci(runs):
 
 
 def test_report_opens_with_the_gap_table(runs, tmp_path):
-    from bench.cmd_demo import write_split_gap
+    from bench.commands.demo import write_split_gap
     from reports.render import render_report
 
     img, pat = runs

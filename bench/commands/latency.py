@@ -1,6 +1,7 @@
 """`fibrobench latency`: params, FLOPs, latency percentiles, throughput and peak memory per model."""
 from __future__ import annotations
 
+import logging
 import sys
 
 from protocols.atomic import write_json
@@ -27,7 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-sizes", default="1,64", help="comma-separated (default 1,64); 1 gives the latency percentiles")
     p.add_argument("--input-size", type=int, help="square input side in pixels (default: the protocol's, else 224)")
     p.add_argument("--protocol", metavar="PROTOCOL.yaml",
-                   help="take the input size and (without --models) the model list from this protocol")
+                   help="take the input size, the number of classes and (without --models) the model list from this protocol")
+    p.add_argument("--num-classes", type=int,
+                   help="classifier outputs (default: the protocol's task, else 5)")
     p.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 autocast (default fp32,bf16)")
     p.add_argument("--channels-last", action=__import__("argparse").BooleanOptionalAction, default=True,
                    help="channels_last memory format for model and input (default on)")
@@ -95,8 +98,14 @@ def main(args) -> int:
         proto_models = list(proto.models)
         if args.input_size is None:
             args.input_size = int(proto.data.input_size)
+        if args.num_classes is None and proto.task is not None:
+            args.num_classes = len(proto.task.classes)
     if args.input_size is None:
         args.input_size = 224
+    if args.num_classes is None:
+        args.num_classes = 5
+    if args.num_classes < 2:
+        raise BadInput("<command line>", "--num-classes", f"need at least 2 classes, got {args.num_classes}")
 
     precs = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
     bad = [p for p in precs if p not in L.PRECISIONS]
@@ -119,31 +128,38 @@ def main(args) -> int:
     known = models.list_models()
     names = ([n.strip() for n in args.models.split(",") if n.strip()] if args.models
              else proto_models or list(known))
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise BadInput("<command line>", "--models", f"unknown {unknown or names}; registered: {', '.join(known)}")
+    if not names:
+        raise BadInput("<command line>", "--models", f"no model named; built-in: {', '.join(known)}")
+    from models.registry import get_spec
+    for n in names:  # a name that is neither built-in nor a timm/tv/factory model is bad input, before measuring
+        if n not in known:
+            get_spec(n)
 
-    log = (lambda s: None) if args.quiet else (lambda s: print(f"[latency] {s}", file=sys.stderr, flush=True))
+    logger = logging.getLogger("fibrobench.latency")
+    log = (lambda s: None) if args.quiet else logger.info
     if args.info_only:
         from bench.provenance import collect
         prov = collect(args.argv, device=str(device))
         res = {"schema": L.SCHEMA, "device": L.device_block(prov, device), "packages": prov["packages"],
-               "provenance": prov, "settings": {"input_size": args.input_size, "info_only": True},
+               "provenance": prov,
+               "settings": {"input_size": args.input_size, "num_classes": args.num_classes, "info_only": True},
                "models": {n: {"input_size": args.input_size,
-                              **L.model_facts(n, L.default_factory(n, args.input_size), args.input_size)}
+                              **L.model_facts(n, L.default_factory(n, args.input_size, args.num_classes),
+                                              args.input_size, args.num_classes)}
                           for n in names}}
     else:
         cfg = L.LatencyConfig(input_size=args.input_size, batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
                               precisions=precs, channels_last=args.channels_last, compile=args.compile,
                               runs=args.runs, warmup=args.warmup, throughput_runs=args.throughput_runs,
                               max_batch=args.max_batch_cap > 0, max_batch_cap=max(1, args.max_batch_cap),
-                              train_batch=args.train_batch or None, train_runs=args.train_runs)
+                              train_batch=args.train_batch or None, train_runs=args.train_runs,
+                              num_classes=args.num_classes)
         partial = None
         if args.json:
             partial = lambda r: write_json(args.json + ".partial", r)  # noqa: E731 - progress file, renamed at the end
         res = L.run_latency(names, cfg, device, command=args.argv, log=log, on_model=partial)
         if args.cross_check and "error" not in res["models"][names[0]]:
-            m = L.default_factory(names[0], args.input_size).to(device)
+            m = L.default_factory(names[0], args.input_size, args.num_classes).to(device)
             log(f"cross-check {names[0]} against torch.utils.benchmark.Timer")
             res["cross_check"] = {"model": names[0], **L.cross_check(m, device, 1, args.input_size,
                                                                      runs=max(5, args.runs // 3))}
@@ -157,17 +173,20 @@ def main(args) -> int:
         write_json(args.json, res)
         if os.path.exists(args.json + ".partial"):
             os.unlink(args.json + ".partial")
-        print(f"wrote {args.json}", file=sys.stderr)
+        logger.info("wrote %s", args.json)
     failed = [n for n, m in res["models"].items() if "error" in m]
     if failed:
-        print(f"fibrobench latency: {len(failed)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
+        logger.error("%d model(s) failed: %s", len(failed), ", ".join(failed))
         return 1
     return 0
 
 
-if __name__ == "__main__":  # `python -m bench.cmd_latency ...`: this command alone, without the other commands' imports
+if __name__ == "__main__":  # `python -m bench.commands.latency ...`: this command alone, without the other commands' imports
     import argparse
 
+    from bench.cli import configure_logging
+
+    configure_logging()
     _p = argparse.ArgumentParser(prog="fibrobench latency", description=DESCRIPTION)
     add_arguments(_p)
     _a = _p.parse_args()

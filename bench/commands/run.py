@@ -1,7 +1,7 @@
 """`fibrobench run`: train every (model, fold) job of a protocol on a dataset, then ensemble; resumable."""
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from protocols.errors import BadInput
@@ -21,7 +21,8 @@ def _int_list(s: str) -> list[int]:
 
 def add_arguments(p) -> None:
     p.add_argument("protocol", help="protocol YAML (e.g. protocols/afif2025/protocol.yaml)")
-    p.add_argument("--data", required=True, help="ImageFolder dir (F0..F4) or manifest.csv")
+    p.add_argument("--data", required=True, help="ImageFolder dir (one folder per class: the task's classes or "
+                                                    "task.map keys, any case) or manifest.csv")
     p.add_argument("--out", help="run directory (default runs/<protocol>-<UTC timestamp>); reuse it to resume")
     p.add_argument("--models", help="comma-separated models instead of the protocol's (recorded as an override)")
     p.add_argument("--folds", help="comma-separated fold indices to run (default all; recorded)")
@@ -70,7 +71,7 @@ def main(args) -> int:
     worst = 0
     variants = expand_grid(protocol)
     for i, v in enumerate(variants, 1):
-        print(f"fibrobench run: grid variant {i}/{len(variants)}: {v.variant['id']}", file=sys.stderr, flush=True)
+        logging.getLogger("fibrobench.run").info("grid variant %d/%d: %s", i, len(variants), v.variant["id"])
         code, _ = run(v, RunOptions(out=str(base / "grid" / v.variant["id"]), **opts))
         worst = max(worst, code)
     print(base)

@@ -14,7 +14,7 @@ on the whole folder (decode + hash + all-pairs search + clusters, 2 workers); sc
 imagededup's CNN method needs downloaded MobileNet weights (torchvision), which this benchmark never fetches:
 it is listed as not run. imagededup is a benchmark-only extra (pip install fibrobench[bench]).
 
-    python -m bench.leakage_families [--data DIR] [--per-family 60] [--methods fibrobench,phash,dhash,whash]
+    python -m bench.scripts.leakage_families [--data DIR] [--per-family 60] [--methods fibrobench,phash,dhash,whash]
                                      [--threshold 10] [--json bench/results/leakage_families.json]
 Writes schema "fibrobench.leakage_families/1" (docs/leakage.md).
 """
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default="/tmp/fibrobench-leakage-families")
-    ap.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "leakage_families.json"))
+    ap.add_argument("--json", default=str(Path(__file__).resolve().parents[1] / "results" / "leakage_families.json"))
     ap.add_argument("--rescore", action="store_true",
                     help="re-score the pairs files a previous run left in --workdir (no method is re-run)")
     ap.add_argument("--run-method", help=argparse.SUPPRESS)
@@ -170,9 +170,10 @@ def main(argv=None) -> int:
     results = {}
     for method in args.methods.split(","):
         out = work / f"pairs-{method}.json"
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        cmd = [sys.executable, "-m", __spec__.name if __spec__ else "bench.leakage_families", "--run-method", method, "--root", str(root),
-               "--out", str(out), "--workers", str(args.workers), "--threshold", str(args.threshold)]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        module = __spec__.name if __spec__ else "bench.scripts.leakage_families"
+        cmd = [sys.executable, "-m", module, "--run-method", method, "--root", str(root), "--out", str(out),
+               "--workers", str(args.workers), "--threshold", str(args.threshold)]
         load0 = os.getloadavg()[0]
         if args.rescore:
             r = json.loads(out.read_text())
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
                                    "families": "protocols/plant.py FAMILIES"},
         "imagededup": {"version": imagededup.__version__, "max_distance_threshold": args.threshold},
         "workers": args.workers, "cpu_count": os.cpu_count(), "results": results,
-        "provenance": collect(["python -m bench.leakage_families", *(argv if argv is not None else sys.argv[1:])]),
+        "provenance": collect(["python -m bench.scripts.leakage_families", *(argv if argv is not None else sys.argv[1:])]),
     })
     print(f"wrote {args.json}")
     return 0
