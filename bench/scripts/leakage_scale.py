@@ -57,11 +57,45 @@ def _compare(codes, workers: int) -> dict:
             "n2_uint8_matrix_mb": round(n * n / 2**20, 1)}
 
 
+def _part_b(args, h, files, part_a) -> dict:
+    """All-pairs linking of args.big codes tiled from part A's real ones (hashing extrapolated, said so)."""
+    rng = np.random.default_rng(0)
+    reps = math.ceil(args.big / len(files))
+
+    def tile(codes):
+        c = np.tile(codes, reps)[: args.big]
+        flips = (rng.random((args.big, 64)) < 0.3)
+        c = c ^ hashing.pack_bits(flips)
+        c[: len(codes)] = codes                                        # the real codes themselves stay in
+        return c
+
+    th = np.tile(h["thumb"], (reps, 1, 1))[: args.big]
+    th = th + rng.normal(0, 0.5, th.shape).astype(np.float32)
+    th[: len(files)] = h["thumb"]
+    big = {"phash": tile(h["phash"]), "dhash": tile(h["dhash"]), "thumb": th,
+           "vphash": np.stack([tile(h["vphash"][:, v]) for v in range(h["vphash"].shape[1])], 1),
+           "vdhash": np.stack([tile(h["vdhash"][:, v]) for v in range(h["vdhash"].shape[1])], 1),
+           "sector": np.tile(h["sector"], (reps, 1, 1))[: args.big], "mask": np.tile(h["mask"], (reps, 1, 1))[: args.big],
+           "digest": np.arange(args.big, dtype=np.uint64)}
+    del th
+    b = _compare(big, args.workers)
+    hash_est = args.big / part_a["frames_per_s"]
+    part_b = {**b, "hash_s_extrapolated": round(hash_est, 1),
+              "total_s_estimated": round(hash_est + b["compare_and_components_s"], 1),
+              "codes": f"the {len(files)} real codes tiled to {args.big}, every bit of the plain and variant "
+                       "codes flipped with p=0.3 per copy, thumbnails + N(0, 0.5), sectors and masks repeated"}
+    print(f"B: {args.big} codes: all-pairs compare + verify + clusters {b['compare_and_components_s']:.1f} s "
+          f"({b['ns_per_code_pair']} ns per code pair), peak traced memory {b['peak_traced_mb']} MB "
+          f"(an n^2 uint8 matrix would be {b['n2_uint8_matrix_mb']} MB); hashing {args.big} frames at the measured "
+          f"rate ~{hash_est:.0f} s -> ~{part_b['total_s_estimated']:.0f} s in all", flush=True)
+    return part_b
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", help="folder of frames (default: generate synthetic 800x600 frames)")
     ap.add_argument("--frames", type=int, default=6323)
-    ap.add_argument("--big", type=int, default=100_000)
+    ap.add_argument("--big", type=int, default=100_000, help="codes for part B (0: skip part B)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--workdir", default="/tmp/fibrobench-leakage-scale")
     ap.add_argument("--json", help="write the figures here")
@@ -98,35 +132,9 @@ def main(argv=None) -> int:
           f"{part_a['load_average_1min']}), all-pairs compare + clusters "
           f"{a['compare_and_components_s']:.2f} s ({a['links']} links) -> total {part_a['total_s']:.1f} s", flush=True)
 
-    rng = np.random.default_rng(0)
-    reps = math.ceil(args.big / len(files))
-
-    def tile(codes):
-        c = np.tile(codes, reps)[: args.big]
-        flips = (rng.random((args.big, 64)) < 0.3)
-        c = c ^ hashing.pack_bits(flips)
-        c[: len(codes)] = codes                                        # the real codes themselves stay in
-        return c
-
-    th = np.tile(h["thumb"], (reps, 1, 1))[: args.big]
-    th = th + rng.normal(0, 0.5, th.shape).astype(np.float32)
-    th[: len(files)] = h["thumb"]
-    big = {"phash": tile(h["phash"]), "dhash": tile(h["dhash"]), "thumb": th,
-           "vphash": np.stack([tile(h["vphash"][:, v]) for v in range(h["vphash"].shape[1])], 1),
-           "vdhash": np.stack([tile(h["vdhash"][:, v]) for v in range(h["vdhash"].shape[1])], 1),
-           "sector": np.tile(h["sector"], (reps, 1, 1))[: args.big], "mask": np.tile(h["mask"], (reps, 1, 1))[: args.big],
-           "digest": np.arange(args.big, dtype=np.uint64)}
-    del th
-    b = _compare(big, args.workers)
-    hash_est = args.big / part_a["frames_per_s"]
-    part_b = {**b, "hash_s_extrapolated": round(hash_est, 1),
-              "total_s_estimated": round(hash_est + b["compare_and_components_s"], 1),
-              "codes": f"the {len(files)} real codes tiled to {args.big}, every bit of the plain and variant "
-                       "codes flipped with p=0.3 per copy, thumbnails + N(0, 0.5), sectors and masks repeated"}
-    print(f"B: {args.big} codes: all-pairs compare + verify + clusters {b['compare_and_components_s']:.1f} s "
-          f"({b['ns_per_code_pair']} ns per code pair), peak traced memory {b['peak_traced_mb']} MB "
-          f"(an n^2 uint8 matrix would be {b['n2_uint8_matrix_mb']} MB); hashing {args.big} frames at the measured "
-          f"rate ~{hash_est:.0f} s -> ~{part_b['total_s_estimated']:.0f} s in all", flush=True)
+    part_b = None
+    if args.big > 0:                                   # --big 0: part A only
+        part_b = _part_b(args, h, files, part_a)
     result = {"schema": "fibrobench.leakage_scale/1", "part_a": part_a, "part_b": part_b,
               "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if args.json:
