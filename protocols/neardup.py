@@ -12,7 +12,8 @@ one, and the link carries that way's family (transforms.FAMILIES):
                        any shift (brightness, contrast, gamma, noise, re-encoding: same geometry)
   same-patient motion  no transform, linked but below PHOTOMETRIC_R (probe motion, fresh speckle: another
                        frame of the same scene, not a copy)
-  mirrored / rotated / cropped/zoomed   found through that variant, not through the plain codes
+  mirrored / rotated / cropped/zoomed   found through that variant, whose correlation beats the plain
+                       thumbnails' by at least LABEL_MARGIN (else the link is labelled as untransformed)
 
 Links are returned as a dict of aligned arrays {"i", "j", "phash", "dhash", "ncc", "transform"} with i < j,
 "transform" an index into transforms.FAMILIES.
@@ -28,6 +29,10 @@ COPY_FAMILIES = ("identical", "photometric", "mirrored", "rotated", "cropped/zoo
 # zero-shift correlation of two frames' standardised 32 x 32 sectors above which an untransformed link is a
 # photometric copy rather than another frame of the same scene (measured on the default synthetic data, docs/leakage.md)
 PHOTOMETRIC_R = 0.99
+# a link found through a variant is labelled with that variant's transform only when the variant's correlation
+# beats the plain thumbnails' by this much; otherwise it is an untransformed link (frames of one scene that a
+# slightly rotated or zoomed variant happens to fit a little better are not copies)
+LABEL_MARGIN = 0.02
 _F = {name: k for k, name in enumerate(FAMILIES)}
 
 
@@ -94,6 +99,10 @@ def near_duplicate_pairs(codes: dict, thresholds: dict | None = None, *, variant
     for v, (_, family, _, _) in enumerate(transforms.VARIANTS):
         fam[var == v] = _F[family]
     plain = var < 0
+    via = np.flatnonzero(~plain)
+    if len(via):
+        r_plain = hashing.ncc(codes["thumb"], lo[via], hi[via])
+        plain[via[r[via] - r_plain < LABEL_MARGIN]] = True
     fam[plain] = _F["same-patient motion"]
     if "sector" in codes and plain.any():
         fam[np.flatnonzero(plain)[_sector_r(codes, lo[plain], hi[plain]) >= PHOTOMETRIC_R]] = _F["photometric"]

@@ -50,8 +50,10 @@ def _direct(links, a, b):
     return neardup.FAMILIES[int(links["transform"][hit[0]])] if len(hit) else None
 
 
+# a rotation of a few degrees is within probe motion: the plain thumbnails fit it about as well, and the link is
+# labelled as untransformed (neardup.LABEL_MARGIN); mild crops likewise
 EXPECTED = {"identical": {"identical"}, "photometric": {"photometric", "same-patient motion"},
-            "mirrored": {"mirrored"}, "rotated": {"rotated"},
+            "mirrored": {"mirrored"}, "rotated": {"rotated", "same-patient motion"},
             "cropped": {"cropped/zoomed", "photometric", "same-patient motion"}}
 
 
@@ -62,8 +64,10 @@ def test_every_planted_copy_is_linked_to_its_original_with_its_transform(cohort,
     assert all(lab[c] == lab[cohort["orig"][c]] for c in idx)
     kinds = [_direct(cohort["links"], c, cohort["orig"][c]) for c in idx]
     assert all(k in EXPECTED[family] for k in kinds), kinds
-    if family in ("identical", "mirrored", "rotated"):
+    if family in ("identical", "mirrored"):
         assert set(kinds) == EXPECTED[family]
+    if family == "rotated":
+        assert kinds.count("rotated") >= COPIES - 1
 
 
 def test_no_link_joins_two_patients(cohort):
