@@ -294,8 +294,9 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64)))
 
 
-def _pair_block(s, e, qp, qd, p, d, tp, td, upper, col_block, bufs):
-    """Pairs (i, j) with i in [s, e) of the query codes, j over the index codes: pHash <= tp, then dHash <= td."""
+def _pair_block(s, e, qp, qd, p, d, tp, td, upper, col_block, bufs, verify=None):
+    """Pairs (i, j) with i in [s, e) of the query codes, j over the index codes: pHash <= tp, then dHash <= td
+    (then `verify(i, j) -> bool mask`, tile by tile, so unverified candidates never accumulate)."""
     x64, c8, ok = bufs
     n = len(p)
     out_i, out_j = [], []
@@ -314,20 +315,26 @@ def _pair_block(s, e, qp, qd, p, d, tp, td, upper, col_block, bufs):
         keep = (jj > ii) if upper else (jj != ii)
         ii, jj = ii[keep], jj[keep]
         keep = np.bitwise_count(qd[ii] ^ d[jj]) <= td              # dHash only for the pHash survivors
-        out_i.append(ii[keep])
-        out_j.append(jj[keep])
+        ii, jj = ii[keep], jj[keep]
+        if verify is not None and len(ii):
+            keep = verify(ii, jj)
+            ii, jj = ii[keep], jj[keep]
+        out_i.append(ii)
+        out_j.append(jj)
     return out_i, out_j
 
 
 def link_pairs(phash: np.ndarray, dhash: np.ndarray, thresholds: dict | None = None, block: int = 128,
                col_block: int = 4096, *, query_phash: np.ndarray | None = None, query_dhash: np.ndarray | None = None,
-               upper: bool = True, workers: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               upper: bool = True, workers: int = 1, verify=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i, j) with pHash distance <= t_p and dHash distance <= t_d.
 
     Without query codes: all pairs i < j of one code set. With query codes (one per frame, e.g. the codes of
     each frame's mirrored variant): pairs (i, j), i != j, of query i against index j (only j > i when `upper`).
     Tiled over (block x col_block) with preallocated buffers per thread, so memory is O(block * col_block) plus
     the output, never O(n^2); row blocks are shared out over `workers` threads (numpy releases the GIL).
+    `verify(i, j) -> bool mask`, when given, filters each tile's candidates before they are kept (memory stays
+    O(tile + kept pairs) however many candidates the thresholds admit).
     Returns (i, j, d_phash, d_dhash) as int64, int64, uint8, uint8 arrays.
     """
     t = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
@@ -347,7 +354,7 @@ def link_pairs(phash: np.ndarray, dhash: np.ndarray, thresholds: dict | None = N
                 np.empty(block * col_block, bool))
         oi, oj = [], []
         for s in starts[w::workers]:
-            a, b = _pair_block(s, min(n, s + block), qp, qd, p, d, tp, td, upper, col_block, bufs)
+            a, b = _pair_block(s, min(n, s + block), qp, qd, p, d, tp, td, upper, col_block, bufs, verify)
             oi += a
             oj += b
         return oi, oj

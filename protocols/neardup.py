@@ -55,32 +55,47 @@ def _sector_r(codes: dict, i: np.ndarray, j: np.ndarray, chunk: int = 16384) -> 
     return out
 
 
+def _variant_thumbs(codes: dict, name: str, chunk: int = 4096) -> np.ndarray:
+    """Thumbnails [n, 16, 16] of variant `name` of every frame (O(n) memory, computed chunk by chunk)."""
+    n = len(codes["phash"])
+    out = np.empty((n, hashing.THUMB_SIZE, hashing.THUMB_SIZE), np.float32)
+    for s in range(0, n, chunk):
+        rows = slice(s, min(n, s + chunk))
+        sec = codes["sector"][rows].astype(np.float32)
+        out[rows] = hashing.thumbnails(transforms.variant_batch(sec, hashing.unpack_masks(codes, rows), name))
+    return out
+
+
+def _verifier(qthumb: np.ndarray, thumb: np.ndarray, min_r: float):
+    """verify(i, j) for hashing.link_pairs: thumbnail correlation of query i and index j >= min_r."""
+    return lambda i, j: hashing.ncc_pairs(qthumb[i], thumb[j]) >= min_r
+
+
 def _variant_candidates(codes: dict, v: int, t: dict, workers: int):
-    """Verified links (i, j, dp, dd, r) where variant v of frame i matches frame j."""
+    """Verified links (i, j, dp, dd, r) where variant v of frame i matches frame j (verified tile by tile)."""
     name, _, symmetric, _ = transforms.VARIANTS[v]
+    thumb = np.asarray(codes["thumb"], np.float32)
+    vt = _variant_thumbs(codes, name)
     i, j, dp, dd = hashing.link_pairs(codes["phash"], codes["dhash"], t, query_phash=codes["vphash"][:, v],
-                                      query_dhash=codes["vdhash"][:, v], upper=symmetric, workers=workers)
-    if not len(i):
-        return i, j, dp, dd, np.zeros(0, np.float32)
-    ui, pos = np.unique(i, return_inverse=True)
-    sec = codes["sector"][ui].astype(np.float32)
-    vt = hashing.thumbnails(transforms.variant_batch(sec, hashing.unpack_masks(codes, ui), name))
-    r = hashing.ncc_pairs(vt[pos], np.asarray(codes["thumb"], np.float32)[j])
-    keep = r >= float(t["ncc"])
-    return i[keep], j[keep], dp[keep], dd[keep], r[keep]
+                                      query_dhash=codes["vdhash"][:, v], upper=symmetric, workers=workers,
+                                      verify=_verifier(vt, thumb, float(t["ncc"])))
+    r = hashing.ncc_pairs(vt[i], thumb[j]) if len(i) else np.zeros(0, np.float32)
+    return i, j, dp, dd, r
 
 
 def near_duplicate_pairs(codes: dict, thresholds: dict | None = None, *, variants: bool = True,
                          workers: int = 1) -> dict:
     """Verified, transform-labelled links of a code set (see the module docstring)."""
     t = {**hashing.DEFAULT_THRESHOLDS, **(thresholds or {})}
-    i, j, dp, dd = hashing.link_pairs(codes["phash"], codes["dhash"], t, workers=workers)
     if t.get("ncc") is None or "thumb" not in codes:           # hashes only, no verification, no labels
+        i, j, dp, dd = hashing.link_pairs(codes["phash"], codes["dhash"], t, workers=workers)
         return {"i": i, "j": j, "phash": dp, "dhash": dd, "ncc": np.full(len(i), np.nan, np.float32),
                 "transform": np.full(len(i), _F["same-patient motion"], np.uint8)}
-    r = hashing.ncc(codes["thumb"], i, j)
-    keep = r >= float(t["ncc"])
-    parts = [(i[keep], j[keep], dp[keep], dd[keep], r[keep], np.full(int(keep.sum()), -1, np.int16))]
+    thumb = np.asarray(codes["thumb"], np.float32)
+    i, j, dp, dd = hashing.link_pairs(codes["phash"], codes["dhash"], t, workers=workers,
+                                      verify=_verifier(thumb, thumb, float(t["ncc"])))
+    r = hashing.ncc_pairs(thumb[i], thumb[j]) if len(i) else np.zeros(0, np.float32)
+    parts = [(i, j, dp, dd, r, np.full(len(i), -1, np.int16))]
     if variants and "vphash" in codes:
         for v in range(len(transforms.VARIANTS)):
             vi, vj, vp, vd, vr = _variant_candidates(codes, v, t, workers)
