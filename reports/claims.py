@@ -493,16 +493,6 @@ def load_claims(path) -> Claims:
                   hyperparameters=dict(raw.get("hyperparameters") or {}), notes=list(raw.get("notes") or []))
 
 
-def audit_claims(claims_path, run_dir=None, rounding: str | None = None, summary: dict | None = None) -> dict:
-    """The claims audit as a JSON-able dict (schema fibrobench.claims_audit/1); see reports.claims_checks.
-
-    `summary` (a reports.summary.summarize_run dict) can be passed instead of run_dir when it is already computed.
-    """
-    from reports.claims_checks import audit_claims as _audit
-
-    return _audit(claims_path, run_dir=run_dir, rounding=rounding, summary=summary)
-
-
 def render_claims_section(audit: dict) -> str:
     """The claims-audit HTML section (templates/claims.html.j2), autoescaped; for previews and tests."""
     import jinja2

@@ -159,7 +159,7 @@ def test_cli_exit_codes_and_json(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ HTML
 def test_html_section_escapes_and_shows_badges(tmp_path):
-    from reports.claims import audit_claims
+    from reports.claims_checks import audit_claims
 
     doc = minimal()
     doc["paper"]["title"] = "<script>alert(1)</script>"
