@@ -8,7 +8,7 @@ true values that print that way under the claims file's rounding rule (round by 
 under that rule but would pass under another (truncation, or a mix), the reason says so.
 """
 from reports.claims_checks.audit import AUDIT_SCHEMA, audit_claims, run_checks
-from reports.claims_checks.derived import derived_from_counts, metric_from_counts
+from reports.claims_checks.derived import derived_from_counts
 from reports.claims_checks.granularity import grim
 from reports.claims_checks.reconstruction import reconstruct
 from reports.claims_checks.record import Check
@@ -16,4 +16,4 @@ from reports.claims_checks.reproduction import check_reproduction
 from reports.claims_checks.stat_tests import paired_t
 
 __all__ = ["AUDIT_SCHEMA", "Check", "audit_claims", "check_reproduction", "derived_from_counts", "grim",
-           "metric_from_counts", "paired_t", "reconstruct", "run_checks"]
+           "paired_t", "reconstruct", "run_checks"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reports.claims import Claims, load_claims
+from reports.claims_checks.averages import check_averages
 from reports.claims_checks.comparisons import check_comparisons
 from reports.claims_checks.consistency import check_equalities, check_group_equalities
 from reports.claims_checks.derived import check_f1_harmonic, check_group_derived
@@ -11,6 +12,7 @@ from reports.claims_checks.folds import check_fold_summaries
 from reports.claims_checks.granularity import check_fold_granularity, check_result_granularity
 from reports.claims_checks.groups import groups
 from reports.claims_checks.integer_program import check_feasibility
+from reports.claims_checks.mcnemar import check_mcnemar
 from reports.claims_checks.record import OTHER_RULES, Check
 from reports.claims_checks.reconstruction import check_reconstruction
 from reports.claims_checks.reproduction import check_reproduction
@@ -34,12 +36,13 @@ def run_checks(claims: Claims, rounding: str | None = None, summary: dict | None
     for g in groups(claims):
         checks += check_group_equalities(claims, g, rule)
         checks += check_group_derived(claims, g, rule)
+        checks += check_averages(claims, g, rule)
         checks += check_reconstruction(claims, g, rule)
         checks += check_feasibility(claims, g, rule)
     checks += check_equalities(claims, rule)
     checks += check_fold_summaries(claims, rule)
     for st in claims.statistics:
-        checks += check_statistic(claims, st, rule)
+        checks += check_mcnemar(claims, st, rule) if st.test == "mcnemar" else check_statistic(claims, st, rule)
     checks += check_comparisons(claims)
     if summary is not None:
         checks += check_reproduction(claims, summary)
@@ -84,6 +87,18 @@ def summarize(checks: list[Check]) -> tuple[dict, str]:
     return {**counts, "total": len(checks), "by_kind": by_kind}, verdict
 
 
+def check_run_classes(claims: Claims, summary: dict, run_dir=None) -> None:
+    """The claims file and the run must name the same classes (per-class claims are matched by name)."""
+    run_classes = summary.get("class_names")
+    if run_classes is None or set(map(str, run_classes)) == set(claims.class_names):
+        return
+    hint = " (they differ only in case)" if sorted(c.lower() for c in run_classes) == \
+        sorted(c.lower() for c in claims.class_names) else ""
+    where = f" {run_dir}" if run_dir is not None else ""
+    raise ReportInputError(claims.path, "class_names", f"{claims.class_names} differ from the classes of the run"
+                           f"{where}: {list(run_classes)}{hint}")
+
+
 def audit_claims(claims_path, run_dir=None, rounding: str | None = None, summary: dict | None = None) -> dict:
     """Audit a claims file (and optionally a run): JSON-able dict, schema fibrobench.claims_audit/1.
 
@@ -96,6 +111,8 @@ def audit_claims(claims_path, run_dir=None, rounding: str | None = None, summary
         if not Path(run_dir).is_dir():
             raise ReportInputError(run_dir, None, "run directory not found")
         summary = summarize_run(run_dir)
+    if summary is not None:
+        check_run_classes(claims, summary, run_dir)
     checks = run_checks(claims, rounding, summary)
     counts, verdict = summarize(checks)
     return {"schema": AUDIT_SCHEMA, "paper": claims.paper, "claims_file": str(claims_path),

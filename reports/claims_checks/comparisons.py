@@ -1,7 +1,8 @@
 """Headline comparisons: are both sides the same kind of number (ensemble, single fold, mean of folds)?"""
 from __future__ import annotations
 
-from reports.claims import Claims, Num, Result
+from reports.claims import Claims, Result
+from reports.claims_numbers import Num
 from reports.claims_checks.record import Check
 
 

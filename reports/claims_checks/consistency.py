@@ -1,7 +1,8 @@
 """One quantity printed in several places (equivalent blocks, `equalities`): do the printed values agree?"""
 from __future__ import annotations
 
-from reports.claims import Claims, Num, Result
+from reports.claims import Claims, Result
+from reports.claims_numbers import Num
 from reports.claims_checks.groups import block_counts
 from reports.claims_checks.record import Check, iv_str
 

@@ -3,30 +3,29 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from reports.claims import CLASS_METRICS, Claims, Num, Result
+from reports import exact_metrics as X
+from reports.claims import Claims, Result
+from reports.claims_numbers import Num
 from reports.claims_checks.groups import group_counts, group_supports
 from reports.claims_checks.record import Check, also_note, iv_str, passes_under
 
-
-def metric_from_counts(m: str, tp, fp, fn, tn) -> Fraction | None:
-    num, den = {"recall": (tp, tp + fn), "precision": (tp, tp + fp), "f1": (2 * tp, 2 * tp + fp + fn),
-                "specificity": (tn, tn + fp), "npv": (tn, tn + fn)}[m]
-    return Fraction(num, den) if den else None
+_FIELDS = ("tp", "fp", "fn", "tn")
 
 
 def derived_from_counts(counts: dict[str, dict[str, int]], classes: list[str]) -> dict:
-    """Per-class and averaged metrics from complete TP/FP/FN/TN counts, as exact fractions."""
-    per = {c: {m: metric_from_counts(m, *(counts[c][k] for k in ("tp", "fp", "fn", "tn"))) for m in CLASS_METRICS}
-           for c in classes}
+    """Per-class and overall metrics (reports.exact_metrics.overall) from complete TP/FP/FN/TN counts, exactly."""
+    rows = [tuple(counts[c][k] for k in _FIELDS) for c in classes]
+    per = {c: {m: X.class_metric(m, *row) for m in X.COUNT_METRICS} for c, row in zip(classes, rows)}
     support = {c: counts[c]["tp"] + counts[c]["fn"] for c in classes}
-    n = counts[classes[0]]["tp"] + counts[classes[0]]["fp"] + counts[classes[0]]["fn"] + counts[classes[0]]["tn"]
-    tp = sum(counts[c]["tp"] for c in classes)
-    out = {"per_class": per, "support": support, "n": n, "accuracy": Fraction(tp, n), "error_rate": Fraction(n - tp, n)}
-    for m in ("precision", "recall", "f1"):
-        vals = [per[c][m] if per[c][m] is not None else Fraction(0) for c in classes]
-        out[f"macro_{m}"] = sum(vals, Fraction(0)) / len(classes)
-        out[f"weighted_{m}"] = sum((v * support[c] for v, c in zip(vals, classes)), Fraction(0)) / n
-    return out
+    return {"per_class": per, "support": support, **X.overall(rows)}
+
+
+def _from_confusion(g: list[Result]) -> dict:
+    """Weighted kappas, which need the whole matrix, from the first block of the group that prints one."""
+    cm = next((r.confusion for r in g if r.confusion is not None), None)
+    if cm is None:
+        return {}
+    return {"quadratic_kappa": X.weighted_kappa(cm, "quadratic"), "linear_kappa": X.weighted_kappa(cm, "linear")}
 
 
 def check_group_derived(claims: Claims, g: list[Result], rounding: str) -> list[Check]:
@@ -65,10 +64,12 @@ def check_group_derived(claims: Claims, g: list[Result], rounding: str) -> list[
                      status="pass" if sfp == sfn else "fail",
                      reason="every error is one FN and one FP, so the sums must match" +
                             ("" if sfp == sfn else f": {sfp} vs {sfn}"), arithmetic=f"sum FP = {sfp}; sum FN = {sfn}"))
-    d = derived_from_counts(cnt, classes)
+    d = {**derived_from_counts(cnt, classes), **_from_confusion(g)}
     for r in g:
         for cls, mets in r.per_class.items():
             for m, num in mets.items():
+                if m not in X.COUNT_METRICS:
+                    continue  # a per-class AUROC needs the scores, not the counts
                 x = d["per_class"][cls][m]
                 out.append(_derived_one(f"derived.{r.id}.{cls}.{m}", f"{model} {cls} {m}", r.source, num, x, rounding,
                                         _formula(m, cnt[cls])))
@@ -77,7 +78,8 @@ def check_group_derived(claims: Claims, g: list[Result], rounding: str) -> list[
                 out.append(_unnamed_average(r, m, num, d, rounding))
             elif m in d:
                 tp = sum(cnt[c]["tp"] for c in classes)
-                formula = f"{tp}/{n}" if m == "accuracy" else (f"{n - tp}/{n}" if m == "error_rate" else m)
+                formula = f"{tp}/{n}" if m == "accuracy" else (f"{n - tp}/{n}" if m == "error_rate" else
+                                                               _OVERALL_FORMULA.get(m, m))
                 out.append(_derived_one(f"derived.{r.id}.{m}", f"{model} {m}", r.source, num, d[m], rounding, formula))
         if r.n_correct is not None:
             tp = sum(cnt[c]["tp"] for c in classes)
@@ -89,6 +91,13 @@ def check_group_derived(claims: Claims, g: list[Result], rounding: str) -> list[
     return out
 
 
+_OVERALL_FORMULA = {
+    "balanced_accuracy": "mean recall over the classes present", "kappa": "(N sum TP - sum t_k p_k)/(N^2 - sum t_k p_k)",
+    "mcc": "(N sum TP - sum t_k p_k)/sqrt((N^2 - sum p_k^2)(N^2 - sum t_k^2))",
+    "quadratic_kappa": "1 - sum w O / sum w E, w = (i-j)^2 (printed confusion matrix)",
+    "linear_kappa": "1 - sum w O / sum w E, w = |i-j| (printed confusion matrix)"}
+
+
 def _formula(m: str, c: dict) -> str:
     tp, fp, fn, tn = c["tp"], c["fp"], c["fn"], c["tn"]
     return {"recall": f"TP/(TP+FN) = {tp}/{tp + fn}", "precision": f"TP/(TP+FP) = {tp}/{tp + fp}",
@@ -96,7 +105,8 @@ def _formula(m: str, c: dict) -> str:
             "npv": f"TN/(TN+FN) = {tn}/{tn + fn}"}[m]
 
 
-def _derived_one(cid, subject, source, num: Num, x: Fraction | None, rounding: str, formula: str) -> Check:
+def _derived_one(cid, subject, source, num: Num, x: Fraction | X.SqrtRatio | None, rounding: str,
+                 formula: str) -> Check:
     if x is None:
         return Check(id=cid, kind="derived", subject=subject, source=source, status="not_checkable",
                      reason="undefined (zero denominator)", arithmetic=formula)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from reports.claims import Claims, Num
+from reports.claims import Claims
+from reports.claims_numbers import Num
 from reports.claims_checks.record import Check
 
 

@@ -4,17 +4,23 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from reports.claims import Claims, Num, Result
+from reports.claims import Claims, Result
+from reports.claims_numbers import Num
 from reports.claims_checks.groups import result_supports
 from reports.claims_checks.record import OTHER_RULES, Check, iv_str
 
 
-def grim(num: Num, n: int, rounding: str = "round") -> dict:
-    """GRIM: which k in 0..n give k/n printing as `num`? Returns {achievable, ks, nearest: [(k, value)]}."""
+def achievable(num: Num, n: int, rounding: str = "round") -> list[int]:
+    """Every k in 0..n with k/n printing as `num`."""
     lo, hi, hi_open = num.interval(rounding)
     k_lo = max(0, math.ceil(lo * n))
     k_hi = min(n, math.floor(hi * n))
-    ks = [k for k in range(k_lo, k_hi + 1) if num.admits(Fraction(k, n), rounding)]
+    return [k for k in range(k_lo, k_hi + 1) if num.admits(Fraction(k, n), rounding)]
+
+
+def grim(num: Num, n: int, rounding: str = "round") -> dict:
+    """GRIM: which k in 0..n give k/n printing as `num`? Returns {achievable, ks, nearest: [(k, value)]}."""
+    ks = achievable(num, n, rounding)
     centre = num.value * n
     near = sorted({min(max(math.floor(centre), 0), n), min(max(math.ceil(centre), 0), n)})
     return {"achievable": bool(ks), "ks": ks[:20], "nearest": [(k, Fraction(k, n)) for k in near]}
@@ -30,8 +36,12 @@ def granularity_check(cid, subject, source, num: Num, n: int, rounding: str, wha
     vals = {"printed": num.text, "n": n, "k": g["ks"], "rounding": rounding}
     if g["achievable"]:
         ks = ", ".join(map(str, g["ks"][:5]))
+        weak = "; uninformative: the grid 1/n is finer than the printed digits" if num.ulp * n >= 1 else ""
+        if weak:
+            vals["uninformative"] = True
         return Check(id=cid, kind="granularity", subject=subject, source=source, status="pass",
-                     reason=f"{num.text} is achievable as k/{n} ({what}), k = {ks}", arithmetic=arith, values=vals)
+                     reason=f"{num.text} is achievable as k/{n} ({what}), k = {ks}{weak}", arithmetic=arith,
+                     values=vals)
     reason = f"{num.text} is not achievable as k/{n} for any integer k ({what}) at its printed precision"
     for rule in OTHER_RULES.get(rounding, ()):
         if grim(num, n, rule)["achievable"]:
@@ -91,6 +101,33 @@ def check_result_granularity(claims: Claims, r: Result, rounding: str) -> list[C
             out.append(granularity_check(f"grim.{r.id}.{cls}.{metric}", f"{r.model} {cls} {metric}", r.source, num,
                                          den * mult, rounding, f"{what_single}, {what}",
                                          den * alt if alt else None, f"mean over {alt} evaluations of the same set"))
+    out += _auroc_granularity(claims, r, rounding, sup, n, mult, alt, what_single)
+    return out
+
+
+def _auroc_granularity(claims: Claims, r: Result, rounding: str, sup, n: int, mult: int, alt, what_single: str):
+    """One evaluation's AUROC is (concordant + 1/2 tied pairs) / (n_pos n_neg): a multiple of 1/(2 n_pos n_neg)."""
+    out = []
+    entries = [(f"{cls}.auroc", f"{cls} auroc", cls, num) for cls in claims.class_names
+               for m, num in r.per_class.get(cls, {}).items() if m == "auroc"]
+    if "auroc" in r.metrics and claims.positive:
+        entries.append(("auroc", f"auroc ({claims.positive} positive)", claims.positive, r.metrics["auroc"]))
+    for key, subject, cls, num in entries:
+        pos = sup[claims.class_names.index(cls)]
+        if not pos or pos == n:
+            continue
+        den = 2 * pos * (n - pos)
+        out.append(granularity_check(f"grim.{r.id}.{key}", f"{r.model} {subject}", r.source, num, den * mult, rounding,
+                                     f"{what_single}, (concordant + 1/2 tied pairs) / ({pos} x {n - pos}) for {cls} "
+                                     f"vs the rest", den * alt if alt else None,
+                                     f"mean over {alt} evaluations of the same set"))
+    for m in ("macro_auroc", "weighted_auroc"):
+        if m in r.metrics:
+            out.append(Check(id=f"grim.{r.id}.{m}", kind="granularity", subject=f"{r.model} {m}", source=r.source,
+                             status="not_checkable",
+                             reason="an average of one-vs-rest AUROCs k_c / (2 n_c (N - n_c)) has achievable values "
+                                    "at most 1/(C max_c 2 n_c (N - n_c)) apart, finer than printed digits: it is "
+                                    "checked only against printed per-class AUROCs (avg. checks)"))
     return out
 
 

@@ -1,7 +1,8 @@
 """Result blocks grouped into evaluations (blocks declared `equivalent_to` each other) and what a group holds."""
 from __future__ import annotations
 
-from reports.claims import Claims, Num, Result
+from reports.claims import Claims, Result
+from reports.claims_numbers import Num
 
 
 def result_supports(claims: Claims, r: Result):
@@ -103,3 +104,17 @@ def merged_metric(g: list[Result], m: str) -> Num | None:
 
 def kinds(g: list[Result]) -> set[str]:
     return {r.kind for r in g}
+
+
+def mirror_binary(per: dict[str, dict], classes: list[str]) -> dict[str, dict]:
+    """In a two-class paper a class's recall is the other's specificity and its precision the other's NPV:
+    fill in what the paper prints only for the positive class (a copy; printed values win)."""
+    if len(classes) != 2:
+        return per
+    out = {c: dict(per.get(c, {})) for c in classes}
+    for cls, other in (classes, classes[::-1]):
+        for m, mirror in (("recall", "specificity"), ("precision", "npv"), ("specificity", "recall"),
+                          ("npv", "precision")):
+            if m not in out[cls] and mirror in per.get(other, {}):
+                out[cls][m] = per[other][mirror]
+    return {c: v for c, v in out.items() if v}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from reports.claims import Num
+from reports.claims_numbers import Num
 
 STATUSES = ("pass", "fail", "not_checkable")
 # the rounding rules a failed check is retried under, so its reason can say "would pass if truncated"

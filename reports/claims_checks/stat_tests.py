@@ -6,7 +6,8 @@ import math
 import numpy as np
 from scipy import stats
 
-from reports.claims import Claims, Num
+from reports.claims import Claims
+from reports.claims_numbers import Num
 from reports.claims_checks.record import Check
 
 
