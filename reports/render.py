@@ -11,6 +11,7 @@ import jinja2
 
 from reports import figures
 from reports.claims_checks import audit_claims
+from reports.metrics import MACRO_CONVENTION
 from reports.errors import ReportInputError
 from reports.leakage_view import leakage_context
 from reports.rundir import Run, load_run
@@ -186,6 +187,7 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "models": models,
         "confusions": {m: _shade(v["ensemble"]["confusion"]) for m, v in models.items()},
         "comparisons": summary["comparisons"],
+        "macro_convention": MACRO_CONVENTION,
         "fig_reliability": figures.reliability_figure({m: v["ensemble"]["reliability"] for m, v in models.items()}),
         "efficiency": eff,
         "fig_latency": figures.accuracy_latency_figure(lat_points),

@@ -14,9 +14,9 @@ from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
 from reports import exact_metrics as X
 from reports.claims import load_claims
-from reports.claims_numbers import parse_num
 from reports.claims_checks import audit_claims
 from reports.claims_checks.mcnemar import mcnemar
+from reports.claims_numbers import parse_num
 from reports.errors import ReportInputError
 from reports.feasibility import solve
 

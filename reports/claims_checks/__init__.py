@@ -13,7 +13,6 @@ from reports.claims_checks.granularity import grim
 from reports.claims_checks.reconstruction import reconstruct
 from reports.claims_checks.record import Check
 from reports.claims_checks.reproduction import check_reproduction
-from reports.claims_checks.stat_tests import paired_t
 
 __all__ = ["AUDIT_SCHEMA", "Check", "audit_claims", "check_reproduction", "derived_from_counts", "grim",
-           "paired_t", "reconstruct", "run_checks"]
+           "reconstruct", "run_checks"]

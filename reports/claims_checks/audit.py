@@ -13,8 +13,8 @@ from reports.claims_checks.granularity import check_fold_granularity, check_resu
 from reports.claims_checks.groups import groups
 from reports.claims_checks.integer_program import check_feasibility
 from reports.claims_checks.mcnemar import check_mcnemar
-from reports.claims_checks.record import OTHER_RULES, Check
 from reports.claims_checks.reconstruction import check_reconstruction
+from reports.claims_checks.record import OTHER_RULES, Check
 from reports.claims_checks.reproduction import check_reproduction
 from reports.claims_checks.sizes import check_sets
 from reports.claims_checks.stat_tests import check_statistic
@@ -45,7 +45,7 @@ def run_checks(claims: Claims, rounding: str | None = None, summary: dict | None
         checks += check_mcnemar(claims, st, rule) if st.test == "mcnemar" else check_statistic(claims, st, rule)
     checks += check_comparisons(claims)
     if summary is not None:
-        checks += check_reproduction(claims, summary)
+        checks += check_reproduction(claims, summary, rule)
     return merge_duplicates(checks)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from fractions import Fraction
 
 from reports.claims import Claims, Result
-from reports.claims_numbers import Num
 from reports.claims_checks.groups import group_supports, mirror_binary
 from reports.claims_checks.record import OTHER_RULES, Check, iv_str
+from reports.claims_numbers import Num
 
 # printed name -> (how the classes are averaged, per-class metric; None = one of precision / recall / F1)
 AVERAGES = {**{f"{a}_{m}": (a, m) for a in ("macro", "weighted") for m in ("precision", "recall", "f1", "auroc")},

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from reports.claims import Claims, Result
-from reports.claims_numbers import Num
 from reports.claims_checks.record import Check
+from reports.claims_numbers import Num
 
 
 _KIND_WORDS = {"ensemble": "an ensemble's score", "single_fold": "a single fold model's score",

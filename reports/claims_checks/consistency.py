@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from reports.claims import Claims, Result
-from reports.claims_numbers import Num
 from reports.claims_checks.groups import block_counts
 from reports.claims_checks.record import Check, iv_str
+from reports.claims_numbers import Num
 
 
 def check_group_equalities(claims: Claims, g: list[Result], rounding: str) -> list[Check]:

@@ -5,9 +5,9 @@ from fractions import Fraction
 
 from reports import exact_metrics as X
 from reports.claims import Claims, Result
-from reports.claims_numbers import Num
 from reports.claims_checks.groups import group_counts, group_supports
 from reports.claims_checks.record import Check, also_note, iv_str, passes_under
+from reports.claims_numbers import Num
 
 _FIELDS = ("tp", "fp", "fn", "tn")
 

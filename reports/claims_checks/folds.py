@@ -4,8 +4,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 from reports.claims import Claims
-from reports.claims_numbers import Num
 from reports.claims_checks.record import Check
+from reports.claims_numbers import Num
 
 
 def _interval_mean(nums: list[Num], rounding: str) -> tuple[Fraction, Fraction]:

@@ -5,9 +5,9 @@ import math
 from fractions import Fraction
 
 from reports.claims import Claims, Result
-from reports.claims_numbers import Num
 from reports.claims_checks.groups import result_supports
 from reports.claims_checks.record import OTHER_RULES, Check, iv_str
+from reports.claims_numbers import Num
 
 
 def achievable(num: Num, n: int, rounding: str = "round") -> list[int]:

@@ -13,10 +13,10 @@ from fractions import Fraction
 from scipy import stats
 
 from reports.claims import Claims, Statistic
-from reports.claims_numbers import Bound, Num
 from reports.claims_checks.granularity import achievable
 from reports.claims_checks.groups import result_supports
 from reports.claims_checks.record import Check
+from reports.claims_numbers import Bound, Num
 
 METHODS = ("exact", "chi2", "chi2_cc")
 _WORDS = {"exact": "exact binomial", "chi2": "chi-square without continuity correction",

@@ -6,10 +6,10 @@ import math
 from fractions import Fraction
 
 from reports.claims import Claims, Result
-from reports.claims_numbers import Num
 from reports.claims_checks.groups import (as_one_note, group_counts, group_source, group_supports, kinds,
                                           merged_metric, merged_per_class, mirror_binary)
 from reports.claims_checks.record import OTHER_RULES, Check
+from reports.claims_numbers import Num
 from reports.exact_metrics import AVERAGED, class_metric, overall
 
 # printed overall metrics that per-class (TP, FP) with known supports fix exactly

@@ -6,24 +6,10 @@ import math
 import numpy as np
 from scipy import stats
 
+from reports import stats as S
 from reports.claims import Claims
-from reports.claims_numbers import Num
 from reports.claims_checks.record import Check
-
-
-def paired_t(a, b, level: float = 0.95, alternative: str = "two-sided") -> dict:
-    """Paired t-test of a - b (scipy.stats.ttest_rel) with mean, sd of differences and the t-interval."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    d = a - b
-    n = len(d)
-    res = stats.ttest_rel(a, b, alternative=alternative)
-    sd = float(np.std(d, ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"n": n, "df": n - 1, "mean_a": float(a.mean()), "sd_a": float(np.std(a, ddof=1)),
-            "mean_b": float(b.mean()), "sd_b": float(np.std(b, ddof=1)), "mean_diff": float(d.mean()),
-            "sd_diff": sd, "t": float(res.statistic), "p": float(res.pvalue),
-            "ci": [float(d.mean()) - half, float(d.mean()) + half]}
+from reports.claims_numbers import Num
 
 
 def _perturbed(nums_a, nums_b, rounding, level, alternative, n_draw=4000, seed=0):
@@ -70,7 +56,7 @@ def check_statistic(claims: Claims, st, rounding: str) -> list[Check]:
             len(fa.values[st.metric]) == len(fb.values[st.metric]):
         na, nb = fa.values[st.metric], fb.values[st.metric]
         scale = 100.0 if na[0].percent else 1.0
-        calc = paired_t([float(x) for x in na], [float(x) for x in nb], level, st.alternative)
+        calc = S.paired_t([float(x) for x in na], [float(x) for x in nb], level, st.alternative)
         rng = _perturbed(na, nb, rounding, level, st.alternative)
         calc_s = dict(calc, ci_lo=calc["ci"][0], ci_hi=calc["ci"][1])
         items = [(k, rep[k]) for k in ("mean_a", "sd_a", "mean_b", "sd_b", "mean_diff", "sd_diff", "t", "df", "p")
