@@ -5,11 +5,13 @@ only shared state, so a failed or killed executor is recovered by running the sa
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
-import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("fibrobench.run")
 
 
 def job_entry(run_dir: str, model: str, fold: int, device: str = "auto", progress: bool = False) -> dict:
@@ -36,7 +38,7 @@ class LocalExecutor:
         if n <= 1:
             out = []
             for i, (m, k) in enumerate(jobs, 1):
-                print(f"fibrobench run: job {i}/{len(jobs)}: {m} fold {k}", file=sys.stderr, flush=True)
+                log.info("job %d/%d: %s fold %d", i, len(jobs), m, k)
                 out.append(job_entry(str(run_dir), m, k, self.device, self.progress))
             return out
         return _gpu_pool(str(run_dir), jobs, n)
@@ -72,7 +74,7 @@ def _gpu_pool(run_dir: str, jobs, n: int) -> list[dict]:
         out[i] = res
         if err:
             errors.append(f"{jobs[i][0]} fold {jobs[i][1]}:\n{err}")
-            print(f"fibrobench run: job {jobs[i]} failed", file=sys.stderr, flush=True)
+            log.error("job %s failed", jobs[i])
     for pr in procs:
         pr.join()
     if errors:
@@ -106,9 +108,8 @@ class SlurmExecutor:
         ex = self._make()
         args = list(zip(*[(str(run_dir), m, k, self.device, False) for m, k in jobs]))
         submitted = ex.map_array(job_entry, *args)
-        print(f"fibrobench run: submitted {len(submitted)} job(s): "
-              f"{', '.join(str(j.job_id) for j in submitted[:5])}{' ...' if len(submitted) > 5 else ''}",
-              file=sys.stderr, flush=True)
+        log.info("submitted %d job(s): %s%s", len(submitted), ", ".join(str(j.job_id) for j in submitted[:5]),
+                 " ..." if len(submitted) > 5 else "")
         out, errors = [], []
         for (m, k), j in zip(jobs, submitted):
             try:
