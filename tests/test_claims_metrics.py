@@ -314,11 +314,10 @@ def test_paired_t_with_a_printed_p_bound(tmp_path):
 
 # ------------------------------------------------------------------------------------- the run's classes
 def test_audit_with_a_run_of_other_classes_names_both_lists(tmp_path):
-    import fake_run
-
     from bench.cli import main as cli_main
+    from bench.scripts.fake_run import make_fake_run
 
-    run = fake_run.make_fake_run(tmp_path / "run", n_patients=10)               # F0..F4
+    run = make_fake_run(tmp_path / "run", n_patients=10)                        # F0..F4
     path = tmp_path / "claims.yaml"
     path.write_text(yaml.safe_dump(_three(), sort_keys=False))
     with pytest.raises(ReportInputError) as e:

@@ -1,0 +1,80 @@
+"""`fibrobench new-paper`: the files it writes load (protocol parser, claims loader), their worked examples audit
+as consistent, and bad names or class lists exit 2 naming the argument."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench.cli import main as cli_main
+from reports.claims import load_claims
+from reports.claims_checks import audit_claims
+
+CASES = [(["benign", "malignant"], False, "malignant"), (["mild", "moderate", "severe"], True, None),
+         ([f"type {c}" for c in "abcdefg"], False, None)]
+
+
+def _new(tmp_path, name, classes, ordinal=False, positive=None, *extra):
+    argv = ["new-paper", name, "--classes", ",".join(classes), "--dir", str(tmp_path), *extra]
+    argv += ["--ordinal"] if ordinal else []
+    argv += ["--positive", positive] if positive else []
+    return cli_main(argv)
+
+
+def _uncomment(text: str) -> str:
+    """What a reviewer does with the worked examples: drop '#| ' and the empty value each replaces."""
+    text = re.sub(r"^(sets|partitions|models|statistics|equalities|comparisons): (\{\}|\[\])\n", "", text, flags=re.M)
+    return re.sub(r"^#\| ", "", text, flags=re.M)
+
+
+@pytest.mark.parametrize("classes, ordinal, positive", CASES)
+def test_generated_files_load_and_the_examples_are_consistent(tmp_path, classes, ordinal, positive):
+    assert _new(tmp_path, "paper1", classes, ordinal, positive) == 0
+    folder = tmp_path / "paper1"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "claims.yaml", "protocol-smoke.yaml",
+                                                          "protocol.yaml"]
+    claims = load_claims(folder / "claims.yaml")
+    assert claims.class_names == classes and claims.positive == positive and claims.paper["id"] == "paper1"
+    empty = audit_claims(folder / "claims.yaml")
+    assert empty["verdict"] == "not_checkable" and empty["checks"] == []      # nothing transcribed yet
+    (folder / "claims.yaml").write_text(_uncomment((folder / "claims.yaml").read_text()))
+    audit = audit_claims(folder / "claims.yaml")
+    failed = [c["id"] for c in audit["checks"] if c["status"] == "fail"]
+    assert failed == [] and audit["verdict"] == "consistent" and audit["summary"]["pass"] >= 15
+    kinds = {c["kind"] for c in audit["checks"]}
+    assert {"sample_sizes", "granularity", "derived", "feasibility", "fold_summary", "statistics"} <= kinds
+
+
+def test_class_names_that_yaml_would_misread_round_trip(tmp_path):
+    classes = ["a: b", "#c", "yes", "1.0", "<i>x</i>"]
+    assert _new(tmp_path, "odd", classes) == 0
+    assert load_claims(tmp_path / "odd" / "claims.yaml").class_names == classes
+
+
+@pytest.mark.parametrize("name, classes, extra, key", [
+    ("../escape", ["a", "b", "c"], [], "NAME"),
+    ("x/y", ["a", "b", "c"], [], "NAME"),
+    ("ok", ["a"], [], "--classes"),
+    ("ok", ["a", "", "b"], [], "--classes"),
+    ("ok", ["a", "A", "b"], [], "--classes"),                         # names ignore case
+    ("ok", ['say "x"', "b", "c"], [], "--classes"),
+    ("ok", ["a", "b"], [], "--positive"),                              # two classes need a positive one
+    ("ok", ["a", "b"], ["--positive", "c"], "--positive"),
+    ("ok", ["a", "b", "c"], ["--positive", "a"], "--positive"),         # only for two classes
+])
+def test_bad_arguments_exit_2_naming_them(tmp_path, capsys, name, classes, extra, key):
+    assert _new(tmp_path, name, classes, False, None, *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and key in err[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_existing_files_are_kept_unless_forced(tmp_path, capsys):
+    assert _new(tmp_path, "p", ["a", "b", "c"]) == 0
+    claims = tmp_path / "p" / "claims.yaml"
+    claims.write_text("# my transcription\n" + claims.read_text())
+    capsys.readouterr()
+    assert _new(tmp_path, "p", ["a", "b", "c"]) == 2
+    assert "exists" in capsys.readouterr().err and claims.read_text().startswith("# my transcription")
+    assert _new(tmp_path, "p", ["a", "b", "c"], False, None, "--force") == 0
+    assert not claims.read_text().startswith("# my transcription")
