@@ -101,10 +101,10 @@ def check_averages(claims: Claims, g: list[Result], rounding: str) -> list[Check
         under = next((r[2] for r in readings.values() if r[2]), None)
         if not hits and under:
             values["passes_under"] = under
-        what = f"{name} as {how} {metric}" if metric else f"unnamed {how} average (precision, recall or F1)"
-        reason = (f"{num.text} is the {what} of the printed per-class values" + (f" ({', '.join(hits)})" if not metric
-                                                                                 else "")
-                  if hits else f"{num.text} cannot be the {what} of the printed per-class values")
+        mean = {"macro": "mean", "weighted": "support-weighted mean", "present": "mean over the classes present"}[how]
+        what = f"{mean} of the printed per-class {metric or 'precision, recall or F1'}"
+        reason = (f"{num.text} is the {what}" + (f" ({', '.join(hits)})" if not metric else "") if hits else
+                  f"{num.text} cannot be the {what}")
         out.append(Check(id=f"avg.{r.id}.{name}", kind="averages", subject=f"{r.model} {name} vs per-class values",
                          source=sources, status="pass" if hits else "fail", reason=reason, arithmetic=arith,
                          values=values))

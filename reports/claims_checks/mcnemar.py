@@ -58,9 +58,10 @@ def check_mcnemar(claims: Claims, st: Statistic, rounding: str) -> list[Check]:
         arith = "; ".join(f"{m}: {x:.4g}" for m, x in tried.items()) + \
             f" (a_only = {a_only}, b_only = {b_only}); printed {key} {num.text}"
         how = " or ".join(_WORDS[m] for m in hits)
-        reason = (f"printed {key} {num.text} is the {how} value" if hits else
-                  f"printed {key} {num.text} matches no {'method' if len(tried) > 1 else _WORDS[methods[0]]} "
-                  f"recomputed from the discordant counts")
+        others = "; ".join(f"{_WORDS[m]}: {x:.4g}" for m, x in tried.items() if m not in hits)
+        reason = (f"printed {key} {num.text} fits the {how} test" + (f" (not {others})" if others else "") if hits
+                  else f"printed {key} {num.text} matches no {'method' if len(tried) > 1 else _WORDS[methods[0]]} "
+                       f"recomputed from the discordant counts ({others})")
         out.append(Check(id=f"stats.{st.id}.{key}", kind="statistics", subject=subj, source=st.source,
                          status="pass" if hits else "fail", reason=reason, arithmetic=arith,
                          values={"printed": num.text, "recomputed": tried, "matches": hits}))
@@ -137,7 +138,7 @@ def _accuracies(claims: Claims, st: Statistic, rounding: str) -> list[Check]:
             + (f" and k_a = both + a_only, k_b = both + b_only with both = {both}" if both is not None else "") \
             + f" on N = {n}"
     return [Check(id=f"stats.{st.id}.accuracies", kind="statistics", subject=f"mcnemar: {st.a} vs {st.b}",
-                  source=f"{st.source}; {ra.source}; {rb.source}", status="pass" if ok else "fail",
+                  source="; ".join(dict.fromkeys([st.source, ra.source, rb.source])), status="pass" if ok else "fail",
                   reason="the discordant counts fit the two printed accuracies" if ok else
                          "the discordant counts cannot give the two printed accuracies on the same test set",
                   arithmetic=arith, values={"pairs": pairs[:10]})]
