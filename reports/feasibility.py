@@ -213,7 +213,10 @@ def _solve(supports, per_class, accuracy, time_limit, overall) -> dict:
         ok &= _admits(accuracy, Fraction(sum(mat[c][c] for c in range(k)), n))
     if overall:
         ok &= _overall_admits(overall, mat)
-    return {"status": "feasible" if ok else "unknown", "matrix": mat, "verified": ok}
+    out = {"status": "feasible" if ok else "unknown", "matrix": mat, "verified": ok}
+    if not ok:   # within the solver's tolerance only: no verdict either way
+        out["solver_status"] = "its solution fails the exact check"
+    return out
 
 
 def diagnose(supports: list[int], per_class: dict[int, dict[str, tuple]], accuracy: tuple | None = None,

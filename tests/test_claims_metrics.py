@@ -210,8 +210,11 @@ def test_weighted_average_and_unnamed_average(tmp_path):
     assert ids["avg.r.weighted_recall"]["status"] == "pass"           # (30 x 0.9 + 10 x 0.7) / 40 = 0.85
     assert ids["avg.r.weighted_recall_accuracy"]["status"] == "pass"
     assert ids["avg.r.macro_avg"]["status"] == "pass" and ids["avg.r.macro_avg"]["values"]["matches"]
+    assert ids["ip.r"]["status"] == "pass" and set(ids["ip.r"]["values"]["reading"]) == {"macro_avg", "weighted_avg"}
     doc["models"]["m"]["results"][0]["metrics"]["weighted_avg"] = "80.0%"   # that is the macro, not the weighted
-    assert _audit(tmp_path, doc)["avg.r.weighted_avg"]["status"] == "fail"
+    ids = _audit(tmp_path, doc)
+    assert ids["avg.r.weighted_avg"]["status"] == "fail"
+    assert ids["ip.r"]["status"] == "fail"        # no reading (P, R or F1) of the weighted average fits either
 
 
 def _brute(supports, overall_ivs):

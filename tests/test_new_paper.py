@@ -78,3 +78,18 @@ def test_existing_files_are_kept_unless_forced(tmp_path, capsys):
     assert "exists" in capsys.readouterr().err and claims.read_text().startswith("# my transcription")
     assert _new(tmp_path, "p", ["a", "b", "c"], False, None, "--force") == 0
     assert not claims.read_text().startswith("# my transcription")
+
+
+def test_the_worked_example_of_docs_new_paper_finds_what_the_page_says():
+    """docs/new-paper.md quotes this audit: the abstract's macro-F1 is not the mean of Table 2's per-class F1,
+    Table 2 itself is one confusion matrix, and 'p < 0.05' fits only the uncorrected chi-square McNemar test."""
+    from pathlib import Path
+
+    claims = Path(__file__).resolve().parent.parent / "docs" / "examples" / "roe2026" / "claims.yaml"
+    ids = {c["id"]: c for c in audit_claims(claims)["checks"]}
+    assert sorted(i for i, c in ids.items() if c["status"] == "fail") == [
+        "avg.abstract_resnet50.macro_f1", "same.t2_resnet50.overall.macro_f1"]
+    assert ids["ip.t2_resnet50"]["status"] == "pass"
+    assert ids["reconstruct.t2_resnet50"]["values"]["n_consistent_combinations"] == 1
+    assert ids["stats.mcnemar_resnet50_vs_vgg16.p"]["values"]["matches"] == ["chi2"]
+    assert ids["stats.mcnemar_resnet50_vs_vgg16.accuracies"]["status"] == "pass"

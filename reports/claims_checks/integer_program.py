@@ -50,7 +50,7 @@ def check_feasibility(claims: Claims, g: list[Result], rounding: str) -> list[Ch
                       arithmetic=arith, values=values)]
     if res["status"] != "infeasible":
         return [Check(id=f"ip.{gid}", kind="feasibility", subject=f"{model} joint feasibility", source=src,
-                      status="not_checkable", reason=f"solver did not finish ({res.get('solver_status')})",
+                      status="not_checkable", reason=f"no verdict from the solver ({res.get('solver_status')})",
                       arithmetic=arith, values=values)]
     diag = feasibility.diagnose(sup, pc, acc_iv, ov)
     parts = []
