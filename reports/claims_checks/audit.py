@@ -19,7 +19,8 @@ from reports.claims_checks.reproduction import check_reproduction
 from reports.claims_checks.sizes import check_sets
 from reports.claims_checks.stat_tests import check_statistic
 from reports.errors import ReportInputError
-from reports.summary import summarize_run
+from reports.rundir import load_run
+from reports.summary import summarize_loaded
 
 AUDIT_SCHEMA = "fibrobench.claims_audit/1"
 
@@ -87,9 +88,8 @@ def summarize(checks: list[Check]) -> tuple[dict, str]:
     return {**counts, "total": len(checks), "by_kind": by_kind}, verdict
 
 
-def check_run_classes(claims: Claims, summary: dict, run_dir=None) -> None:
+def check_run_classes(claims: Claims, run_classes: list | None, run_dir=None) -> None:
     """The claims file and the run must name the same classes (per-class claims are matched by name)."""
-    run_classes = summary.get("class_names")
     if run_classes is None or set(map(str, run_classes)) == set(claims.class_names):
         return
     hint = " (they differ only in case)" if sorted(c.lower() for c in run_classes) == \
@@ -110,9 +110,11 @@ def audit_claims(claims_path, run_dir=None, rounding: str | None = None, summary
     if run_dir is not None and summary is None:
         if not Path(run_dir).is_dir():
             raise ReportInputError(run_dir, None, "run directory not found")
-        summary = summarize_run(run_dir)
-    if summary is not None:
-        check_run_classes(claims, summary, run_dir)
+        run = load_run(run_dir)
+        check_run_classes(claims, run.class_names, run_dir)   # before the bootstrap, which takes a while
+        summary = summarize_loaded(run)
+    elif summary is not None:
+        check_run_classes(claims, summary.get("class_names"), run_dir)
     checks = run_checks(claims, rounding, summary)
     counts, verdict = summarize(checks)
     return {"schema": AUDIT_SCHEMA, "paper": claims.paper, "claims_file": str(claims_path),
