@@ -93,3 +93,36 @@ def test_the_worked_example_of_docs_new_paper_finds_what_the_page_says():
     assert ids["reconstruct.t2_resnet50"]["values"]["n_consistent_combinations"] == 1
     assert ids["stats.mcnemar_resnet50_vs_vgg16.p"]["values"]["matches"] == ["chi2"]
     assert ids["stats.mcnemar_resnet50_vs_vgg16.accuracies"]["status"] == "pass"
+
+
+@pytest.mark.parametrize("classes, ordinal, positive", CASES)
+def test_generated_protocols_load_with_the_task_parser(tmp_path, classes, ordinal, positive):
+    from protocols.config import load_protocol
+
+    assert _new(tmp_path, "paper1", classes, ordinal, positive) == 0
+    for f, smoke in (("protocol.yaml", False), ("protocol-smoke.yaml", True)):
+        p = load_protocol(tmp_path / "paper1" / f)
+        assert p.smoke is smoke and list(p.task.classes) == classes and p.task.ordinal is ordinal
+        assert p.task.positive == positive and p.task.map is None
+    smoke = load_protocol(tmp_path / "paper1" / "protocol-smoke.yaml")
+    assert smoke.data.input_size == 64 and smoke.allow_random_init and smoke.pretrained is None
+    assert smoke.split == load_protocol(tmp_path / "paper1" / "protocol.yaml").split
+
+
+def test_odd_class_names_survive_the_protocol_parser(tmp_path):
+    from protocols.config import load_protocol
+
+    classes = ["a: b", "#c", "yes", "1.0", "<i>x</i>"]
+    assert _new(tmp_path, "odd", classes) == 0
+    assert list(load_protocol(tmp_path / "odd" / "protocol.yaml").task.classes) == classes
+
+
+def test_the_worked_example_protocols_load():
+    from pathlib import Path
+
+    from protocols.config import load_protocol
+
+    folder = Path(__file__).resolve().parent.parent / "docs" / "examples" / "roe2026"
+    p, smoke = load_protocol(folder / "protocol.yaml"), load_protocol(folder / "protocol-smoke.yaml")
+    assert p.task == smoke.task and list(p.task.classes) == ["mild", "moderate", "severe"] and p.task.ordinal
+    assert p.task.map["F4"] == "severe" and set(p.task.cutoffs) == {">=moderate", "severe"}
