@@ -7,7 +7,8 @@ lo = a/b, hi = c/d (a half-open bound becomes <= -1). These integer constraints 
 decides them. (The mlscorecheck approach.)
 
 Overall metrics that average ratios (macro/weighted precision and F1, balanced accuracy, an unnamed macro or
-weighted average) and Cohen's kappa enter too. Precision_c = TP_c / s_c and F1_c = 2 TP_c / (s_c + n_c), with
+weighted average) and Cohen's kappa (plain, linear- or quadratic-weighted: each a ratio of linear functions of the
+matrix) enter too. Precision_c = TP_c / s_c and F1_c = 2 TP_c / (s_c + n_c), with
 s_c the column sum, are continuous variables tied to the matrix by the exact product x * s_c = sum_b 2^b (x * y_b)
 over the binary digits y_b of s_c (McCormick's envelope is exact for a binary times a [0, 1] variable). These
 constraints carry rational coefficients, so they are stated in floating point with the printed interval widened
@@ -27,7 +28,8 @@ import pulp
 from reports import exact_metrics as X
 
 RATIO_METRICS = ("precision", "recall", "f1", "specificity", "npv")
-OVERALL_METRICS = ("balanced_accuracy", "kappa", "weighted_recall", "macro_avg", "weighted_avg",
+OVERALL_METRICS = ("balanced_accuracy", "kappa", "quadratic_kappa", "linear_kappa", "weighted_recall", "macro_avg",
+                   "weighted_avg",
                    *(f"{a}_{m}" for a in ("macro", "weighted") for m in X.AVERAGED if f"{a}_{m}" != "weighted_recall"))
 SLACK = 1e-9
 
@@ -165,6 +167,15 @@ def _overall_constraints(prob, m, supports, overall: dict[str, tuple]) -> None:
             lo, hi, _ = iv
             prob += (n * tr - chance - float(lo) * (n * n - chance)) * (1.0 / (n * n)) >= -SLACK, "kappa_lo"
             prob += (n * tr - chance - float(hi) * (n * n - chance)) * (1.0 / (n * n)) <= SLACK, "kappa_hi"
+        elif name in ("quadratic_kappa", "linear_kappa"):
+            # 1 - N sum w O / sum w t_i p_j: O = the matrix, p_j its column sums, so both sums are linear in it
+            w = [[(i - j) ** 2 if name == "quadratic_kappa" else abs(i - j) for j in range(k)] for i in range(k)]
+            obs = pulp.lpSum(n * w[i][j] * m[i][j] for i in range(k) for j in range(k))
+            exp = pulp.lpSum(w[i][j] * supports[i] * m[r][j] for i in range(k) for j in range(k) for r in range(k))
+            lo, hi, _ = iv
+            scale = 1.0 / (n * n * max(1, (k - 1) ** 2))
+            prob += ((1 - float(lo)) * exp - obs) * scale >= -SLACK, f"{name}_lo"
+            prob += ((1 - float(hi)) * exp - obs) * scale <= SLACK, f"{name}_hi"
         else:
             kind, metric = name.split("_", 1)
             _float_bounds(prob, avg(kind, metric), iv, name)
@@ -174,6 +185,7 @@ def _overall_admits(overall: dict[str, tuple], mat: list[list[int]]) -> bool:
     """Every printed overall value admits the witness matrix's exact value."""
     x = X.overall(X.matrix_counts(mat))
     x["weighted_recall"] = x["accuracy"]
+    x["quadratic_kappa"], x["linear_kappa"] = X.weighted_kappa(mat, "quadratic"), X.weighted_kappa(mat, "linear")
     return all(_admits(iv, x[name]) for name, iv in overall.items())
 
 

@@ -224,13 +224,15 @@ def _brute(supports, overall_ivs):
     for mat in itertools.product(*rows):
         x = X.overall(X.matrix_counts([list(r) for r in mat]))
         x["weighted_recall"] = x["accuracy"]
+        x["quadratic_kappa"] = X.weighted_kappa([list(r) for r in mat], "quadratic")
         if all(x[m] is not None and lo <= x[m] and (x[m] < hi if ho else x[m] <= hi)
                for m, (lo, hi, ho) in overall_ivs.items()):
             return True
     return False
 
 
-@pytest.mark.parametrize("metric", ["macro_precision", "macro_f1", "weighted_f1", "balanced_accuracy", "kappa"])
+@pytest.mark.parametrize("metric", ["macro_precision", "macro_f1", "weighted_f1", "balanced_accuracy", "kappa",
+                                    "quadratic_kappa"])
 def test_integer_program_with_averages_equals_brute_force(metric):
     """The McCormick products and float-with-slack constraints decide exactly what enumeration decides."""
     sup = [3, 2, 2]
@@ -238,7 +240,8 @@ def test_integer_program_with_averages_equals_brute_force(metric):
     texts = set()
     for _ in range(4):   # values some matrix has, and values next to them
         mat = [list(rng.multinomial(s, np.ones(3) / 3)) for s in sup]
-        v = X.overall(X.matrix_counts(mat))[metric]
+        v = X.weighted_kappa(mat, "quadratic") if metric == "quadratic_kappa" else \
+            X.overall(X.matrix_counts(mat))[metric]
         if v is not None:
             texts |= {f"{float(v):.2f}", f"{float(v) + 0.01:.2f}", f"{float(v) - 0.02:.2f}"}
     for text in sorted(texts):
