@@ -342,3 +342,18 @@ def test_audit_with_a_run_of_other_classes_names_both_lists(tmp_path):
     doc["sets"]["test"]["counts"] = {c: 2 for c in doc["class_names"]}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert audit_claims(path, run_dir=run)["run_dir"] == str(run)
+
+
+def test_reproduction_finds_metrics_under_the_summary_names(tmp_path):
+    """A claimed quadratic_kappa / macro_auroc is compared with the summary's qwk / auroc_macro."""
+    from reports.claims_checks import check_reproduction
+
+    doc = _doc(["a", "b", "c"], [10, 10, 10], [{"id": "r", "source": "T2", "kind": "ensemble", "evaluated_on": "test",
+                                                "metrics": {"qwk": "0.900", "macro_auroc": "0.950"}}])
+    doc["models"]["m"]["run_name"] = "m"
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    ens = {"qwk": {"value": 0.89, "ci": [0.85, 0.93]}, "auroc_macro": {"value": 0.80, "ci": [0.75, 0.85]}}
+    ids = {c.id: c for c in check_reproduction(load_claims(path), {"models": {"m": {"ensemble": ens}}})}
+    assert ids["run.r.quadratic_kappa"].status == "pass" and ids["run.r.quadratic_kappa"].values["reproduced"] == 0.89
+    assert ids["run.r.macro_auroc"].status == "fail"

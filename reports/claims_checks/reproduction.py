@@ -12,6 +12,10 @@ from reports.claims_checks.record import Check, iv_str
 from reports.claims_numbers import Num
 
 
+# claims metric name -> its key in the summary (reports.summary), where the two differ
+RUN_KEYS = {"quadratic_kappa": "qwk", "macro_auroc": "auroc_macro"}
+
+
 def check_reproduction(claims: Claims, summary: dict, rounding: str | None = None) -> list[Check]:
     """Each claimed value against the reproduced one and its CI (schema of reports.summary.summarize_run)."""
     rule = rounding or claims.rounding
@@ -39,8 +43,8 @@ def check_reproduction(claims: Claims, summary: dict, rounding: str | None = Non
                 continue
             ens = rm.get("ensemble") or {}
             for m, num in r.metrics.items():
-                if m in ens:
-                    out.append(_repro(f"run.{r.id}.{m}", f"{mname} {m}", r.source, num, ens[m], rule))
+                if RUN_KEYS.get(m, m) in ens:
+                    out.append(_repro(f"run.{r.id}.{m}", f"{mname} {m}", r.source, num, ens[RUN_KEYS.get(m, m)], rule))
             pcs = ens.get("per_class") or {}
             for cls, mets in r.per_class.items():
                 for m, num in mets.items():
