@@ -30,8 +30,8 @@ from PIL import Image, UnidentifiedImageError
 
 from protocols.atomic import sha256_file, sha256_of
 from protocols.errors import BadInput
+from protocols.runfiles import LEGACY_CLASS_NAMES as CLASS_NAMES  # until the protocol's task names them
 
-CLASS_NAMES = ("F0", "F1", "F2", "F3", "F4")
 COLUMNS = ("image_id", "path", "label", "label_name", "patient_id", "site", "device")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})

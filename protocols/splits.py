@@ -10,9 +10,9 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 
 from protocols.atomic import sha256_of, write_json
 from protocols.errors import BadInput
+from protocols.runfiles import LEGACY_CLASS_NAMES as CLASS_NAMES  # until the protocol's task names them
 
 SCHEMA = "fibrobench.splits/1"
-CLASS_NAMES = ("F0", "F1", "F2", "F3", "F4")
 LEVELS = ("image", "patient", "cluster")
 
 
