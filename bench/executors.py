@@ -1,7 +1,9 @@
 """Where fold jobs run: in this process, one worker process per visible GPU, or a Slurm array (submitit).
 
-Every executor gets (run_dir, [(model, fold), ...]) and calls bench.runner.run_job; the run directory is the
-only shared state, so a failed or killed executor is recovered by running the same command again.
+Every executor gets the job function, the run directory and [(model, fold), ...], and calls
+`job(run_dir, model, fold, device, progress) -> dict` once per pair (bench.runner passes its run_job; like
+submitit's map_array, the function must be a module-level, picklable callable). The run directory is the only
+shared state, so a failed or killed executor is recovered by running the same command again.
 """
 from __future__ import annotations
 
@@ -10,12 +12,9 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-
-def job_entry(run_dir: str, model: str, fold: int, device: str = "auto", progress: bool = False) -> dict:
-    """Module-level (picklable) entry point for worker processes and Slurm tasks."""
-    from bench.runner import run_job
-    return run_job(run_dir, model, fold, device=device, progress=progress)
+JobFn = Callable[[str, str, int, str, bool], dict]
 
 
 class LocalExecutor:
@@ -30,19 +29,19 @@ class LocalExecutor:
         import torch
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
-    def run(self, run_dir, jobs) -> list[dict]:
+    def run(self, job: JobFn, run_dir, jobs) -> list[dict]:
         n_gpu = self._gpus()
         n = min(self.workers or n_gpu or 1, max(n_gpu, 1), len(jobs))
         if n <= 1:
             out = []
             for i, (m, k) in enumerate(jobs, 1):
                 print(f"fibrobench run: job {i}/{len(jobs)}: {m} fold {k}", file=sys.stderr, flush=True)
-                out.append(job_entry(str(run_dir), m, k, self.device, self.progress))
+                out.append(job(str(run_dir), m, k, self.device, self.progress))
             return out
-        return _gpu_pool(str(run_dir), jobs, n)
+        return _gpu_pool(job, str(run_dir), jobs, n)
 
 
-def _gpu_worker(run_dir, gpu, tasks, results):
+def _gpu_worker(job, run_dir, gpu, tasks, results):
     import torch
     torch.cuda.set_device(gpu)
     while True:
@@ -51,19 +50,20 @@ def _gpu_worker(run_dir, gpu, tasks, results):
             return
         i, (m, k) = item
         try:
-            results.put((i, job_entry(run_dir, m, k, f"cuda:{gpu}", False), None))
+            results.put((i, job(run_dir, m, k, f"cuda:{gpu}", False), None))
         except BaseException:  # noqa: BLE001 - reported to the parent, which fails the run
             results.put((i, None, traceback.format_exc()))
 
 
-def _gpu_pool(run_dir: str, jobs, n: int) -> list[dict]:
+def _gpu_pool(job: JobFn, run_dir: str, jobs, n: int) -> list[dict]:
     ctx = mp.get_context("spawn")           # CUDA needs spawn
     tasks, results = ctx.Queue(), ctx.Queue()
     for i, job in enumerate(jobs):
         tasks.put((i, job))
     for _ in range(n):
         tasks.put(None)
-    procs = [ctx.Process(target=_gpu_worker, args=(run_dir, g, tasks, results), daemon=False) for g in range(n)]
+    procs = [ctx.Process(target=_gpu_worker, args=(job, run_dir, g, tasks, results), daemon=False)
+             for g in range(n)]
     for pr in procs:
         pr.start()
     out, errors = [None] * len(jobs), []
@@ -100,12 +100,12 @@ class SlurmExecutor:
         ex.update_parameters(**self.params)
         return ex
 
-    def run(self, run_dir, jobs) -> list[dict]:
+    def run(self, job: JobFn, run_dir, jobs) -> list[dict]:
         if not jobs:
             return []
         ex = self._make()
         args = list(zip(*[(str(run_dir), m, k, self.device, False) for m, k in jobs]))
-        submitted = ex.map_array(job_entry, *args)
+        submitted = ex.map_array(job, *args)
         print(f"fibrobench run: submitted {len(submitted)} job(s): "
               f"{', '.join(str(j.job_id) for j in submitted[:5])}{' ...' if len(submitted) > 5 else ''}",
               file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from protocols.logits import read_logits
+from protocols.runfiles import read_logits
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,24 @@ def test_make_executor_kinds(tmp_path):
     assert isinstance(s, SlurmExecutor) and s.folder == tmp_path / "slurm" and s.params == {"timeout_min": 5}
     with pytest.raises(ValueError):
         make_executor("k8s", tmp_path)
-    assert s.run(tmp_path, []) == []
+    assert s.run(lambda *a: 1 / 0, tmp_path, []) == []
+
+
+def _record_job(run_dir, model, fold, device, progress):
+    return {"run_dir": run_dir, "model": model, "fold": fold, "device": device, "progress": progress}
+
+
+def test_executors_call_the_job_function_they_are_given(tmp_path):
+    """The executor knows nothing of bench.runner: it maps the callable it gets over the (model, fold) pairs."""
+    import submitit
+
+    from bench.executors import LocalExecutor, SlurmExecutor
+    jobs = [("a", 0), ("a", 1), ("b", 0)]
+    got = LocalExecutor("cpu", progress=False).run(_record_job, tmp_path, jobs)
+    assert got == [{"run_dir": str(tmp_path), "model": m, "fold": k, "device": "cpu", "progress": False}
+                   for m, k in jobs]
+    ex = SlurmExecutor(tmp_path / "slurm", {}, "cpu", executor=submitit.DebugExecutor(folder=str(tmp_path / "s")))
+    assert ex.run(_record_job, tmp_path, jobs) == got
 
 
 @pytest.mark.gpu
