@@ -268,7 +268,7 @@ def finish(run_dir) -> dict:
     return run
 
 
-def run(protocol_path, opts: RunOptions, executor=None) -> tuple[int, Path | None]:
+def run(protocol_path, opts: RunOptions, executor=None) -> tuple[int, Path]:
     """The whole run; returns (exit code, run dir). `executor`: a bench.executors executor (default from opts)."""
     protocol = load_protocol(protocol_path) if not isinstance(protocol_path, Protocol) else protocol_path
     if opts.executor == "local":     # fail before writing anything (Slurm jobs resolve it on their own node)

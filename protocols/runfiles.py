@@ -22,6 +22,8 @@ from protocols.errors import BadInput
 LEGACY_CLASS_NAMES = ("F0", "F1", "F2", "F3", "F4")
 
 KEYS = ("ids", "logits", "labels")
+DONE = "DONE"                                           # a job is complete only when this marker exists
+LOGITS = {"val": "val_logits.npz", "test": "test_logits.npz"}   # per job: the fold's validation set, the holdout
 
 
 # ---------------------------------------------------------------- layout
@@ -66,7 +68,8 @@ def fold_dirs(run_dir, model: str) -> list[tuple[int, Path]]:
     if not mdir.is_dir():
         return []
     found = [(int(p.name[4:]), p) for p in mdir.iterdir()
-             if p.is_dir() and p.name.startswith("fold") and p.name[4:].isdigit() and p.name[4:].isascii()]
+             if p.is_dir() and p.name.startswith("fold") and p.name[4:].isascii() and p.name[4:].isdigit()
+             and p.name == f"fold{int(p.name[4:])}"]          # fold3, not fold03 or fold٣
     return sorted(found)
 
 
@@ -88,7 +91,7 @@ def read_json(path, required: bool = True):
 
 def read_done(job) -> dict | None:
     """The job's DONE marker: None when absent (job incomplete); its JSON object ({} for an empty marker)."""
-    path = Path(job) / "DONE"
+    path = Path(job) / DONE
     if not path.is_file():
         return None
     if not path.read_bytes().strip():
@@ -197,8 +200,8 @@ def _members(run_dir, model: str, splits: dict, folds) -> list[int]:
     check_members_disjoint(splits, folds, Path(run_dir) / "splits.json")
     for k in folds:
         job = job_dir(run_dir, model, k)
-        if not (job / "DONE").exists():
-            raise BadInput(job, "DONE", f"fold {k} of {model} is not complete; cannot ensemble")
+        if not (job / DONE).exists():
+            raise BadInput(job, DONE, f"fold {k} of {model} is not complete; cannot ensemble")
     return folds
 
 
@@ -213,7 +216,7 @@ def holdout_ensemble(run_dir, model: str, splits: dict, folds=None) -> dict:
     labels_ref = np.array([splits["images"][i]["label"] for i in test_ids], dtype=np.int64)
     logits_sum = None
     for k in members:
-        path = job_dir(run_dir, model, k) / "test_logits.npz"
+        path = job_dir(run_dir, model, k) / LOGITS["test"]
         lg, lb = _aligned(read_logits(path), test_ids, path)
         if not np.array_equal(lb, labels_ref):
             raise BadInput(path, "labels", "disagree with splits.json")
@@ -235,7 +238,7 @@ def out_of_fold(run_dir, model: str, splits: dict, folds=None) -> dict:
     members = _members(run_dir, model, splits, folds)
     ids, logits, labels, fold_of = [], [], [], []
     for k in members:
-        path = job_dir(run_dir, model, k) / "val_logits.npz"
+        path = job_dir(run_dir, model, k) / LOGITS["val"]
         val = list(splits["folds"][k]["val"])
         lg, lb = _aligned(read_logits(path), val, path)
         ids += val

@@ -18,7 +18,7 @@ from torch import nn
 from protocols.atomic import write_bytes, write_json, write_text
 from protocols.config import Protocol
 from protocols.device import resolve_device
-from protocols.runfiles import read_done, write_logits
+from protocols.runfiles import DONE, LOGITS, read_done, write_logits
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
 RESUME = "resume.pt"
@@ -251,8 +251,8 @@ def write_outputs(job_dir: Path, model: nn.Module, st: FitState, keep: str, epoc
                   test_logits: torch.Tensor, partition: dict, y_val: torch.Tensor, y_test: torch.Tensor) -> int:
     """val/test logits of the selected weights and checkpoint.pt; returns the selected epoch."""
     selected = epochs if keep == "last" else st.best_epoch
-    write_logits(job_dir / "val_logits.npz", partition["val"], st.sel_val_logits.numpy(), y_val.numpy())
-    write_logits(job_dir / "test_logits.npz", partition["test"], test_logits.numpy(), y_test.numpy())
+    write_logits(job_dir / LOGITS["val"], partition["val"], st.sel_val_logits.numpy(), y_val.numpy())
+    write_logits(job_dir / LOGITS["test"], partition["test"], test_logits.numpy(), y_test.numpy())
     _save_torch(job_dir / "checkpoint.pt", {"model": _cpu_state(model), "selected_epoch": selected,
                                             "keep": keep, "seed": seed})
     return selected
@@ -334,7 +334,7 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
             "channels_last": rt.channels_last, "deterministic": t.deterministic,
             "n_train": n_train, "n_train_per_epoch": n_used, "n_val": len(rows["val"]), "n_test": len(rows["test"]),
             **(extra_done or {})}
-    write_json(job_dir / "DONE", done)
+    write_json(job_dir / DONE, done)
     resume_path.unlink(missing_ok=True)
     return done
 

@@ -180,8 +180,8 @@ def load_run(run_dir) -> Run:
         for k, fd in runfiles.fold_dirs(root, name):
             mr.folds.append(FoldJob(
                 fold=k, done=runfiles.read_done(fd), history=read_history(fd / "history.csv"),
-                val=read_logits(fd / "val_logits.npz") if (fd / "val_logits.npz").exists() else None,
-                test=read_logits(fd / "test_logits.npz") if (fd / "test_logits.npz").exists() else None))
+                **{part: read_logits(fd / name) if (fd / name).exists() else None
+                   for part, name in runfiles.LOGITS.items()}))
         ens = runfiles.ensemble_path(root, name)
         if ens.exists():
             mr.ensemble, mr.ensemble_source = read_logits(ens), f"ensemble/{ens.name}"

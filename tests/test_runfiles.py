@@ -78,6 +78,14 @@ def test_model_dir_names_are_one_path_component_and_reversible(tmp_path):
             R.model_dir_name(bad)
 
 
+def test_fold_dirs_are_canonical_and_sorted(tmp_path):
+    for name in ("fold10", "fold2", "fold03", "foldx", "fold"):
+        (tmp_path / "jobs" / "m" / name).mkdir(parents=True)
+    (tmp_path / "jobs" / "m" / "fold1").write_text("a file, not a job")
+    assert [k for k, _ in R.fold_dirs(tmp_path, "m")] == [2, 10]
+    assert R.fold_dirs(tmp_path, "absent") == [] and R.job_models(tmp_path) == ["m"]
+
+
 def test_class_names_come_from_splits_with_one_legacy_default():
     assert R.class_names({"class_names": ["benign", "malignant"]}) == ["benign", "malignant"]
     assert R.class_names({}) == R.class_names(None) == list(R.LEGACY_CLASS_NAMES)
