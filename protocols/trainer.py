@@ -162,30 +162,46 @@ class FitState:
         return len(self.history) + 1
 
 
-def save_resume(path: Path, model: nn.Module, opt, sched, gen: torch.Generator, dev: torch.device,
-                epoch: int, st: FitState) -> None:
+@dataclass
+class Fit:
+    """What one job trains with: the model on its device, its optimiser, scheduler, loss, batcher and the private
+    generator that draws the shuffling order and flips."""
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    crit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    batcher: Batcher
+    gen: torch.Generator
+
+    @property
+    def device(self) -> torch.device:
+        return self.batcher.rt.device
+
+
+def save_resume(path: Path, fit: Fit, epoch: int, st: FitState) -> None:
     """Everything needed to continue after `epoch` exactly as if the process had not stopped."""
+    dev = fit.device
     _save_torch(path, {
-        "model": _cpu_state(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
+        "model": _cpu_state(fit.model), "optimizer": fit.opt.state_dict(), "scheduler": fit.sched.state_dict(),
+        "gen_state": fit.gen.get_state(), "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
         "epoch": epoch, "history": st.history,
         "best_metric": st.best_metric, "best_state": st.best_state, "best_epoch": st.best_epoch,
         "sel_val_logits": st.sel_val_logits})
 
 
-def load_resume(path: Path, model: nn.Module, opt, sched, gen: torch.Generator, dev: torch.device) -> FitState:
+def load_resume(path: Path, fit: Fit) -> FitState:
     """Restore model, optimiser, scheduler and RNG streams from resume.pt; a fresh FitState when there is none."""
     if not path.exists():
         return FitState()
     ck = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
-    sched.load_state_dict(ck["scheduler"])
-    gen.set_state(ck["gen_state"])
+    fit.model.load_state_dict(ck["model"])
+    fit.opt.load_state_dict(ck["optimizer"])
+    fit.sched.load_state_dict(ck["scheduler"])
+    fit.gen.set_state(ck["gen_state"])
     torch.set_rng_state(ck["torch_rng"])
-    if dev.type == "cuda" and ck.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(ck["cuda_rng"], dev)
+    if fit.device.type == "cuda" and ck.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(ck["cuda_rng"], fit.device)
     if len(ck["history"]) != ck["epoch"]:
         raise ValueError(f"{path}: {len(ck['history'])} history rows for epoch {ck['epoch']}")
     return FitState(ck["history"], ck["best_metric"], ck["best_state"], ck["best_epoch"], ck["sel_val_logits"])
@@ -212,24 +228,25 @@ class EpochLog:
                   f"val_acc {h['val_acc']:.3f} {h['images_per_s']:.0f} img/s", file=sys.stderr)
 
 
-def train_epoch(model: nn.Module, batcher: Batcher, order: torch.Tensor, flips: torch.Tensor, y_dev: torch.Tensor,
-                opt, crit, batch_size: int, n_used: int, bar, log: EpochLog, t0: float) -> tuple[float, float]:
+def train_epoch(fit: Fit, order: torch.Tensor, flips: torch.Tensor, y_dev: torch.Tensor, batch_size: int,
+                n_used: int, log: EpochLog, epoch: int, t0: float) -> tuple[float, float]:
     """One pass over the first n_used images of `order` in batches: (summed loss, number correct)."""
-    rt = batcher.rt
+    model, rt = fit.model, fit.batcher.rt
     model.train()
     loss_sum = torch.zeros((), device=rt.device)
     correct = torch.zeros((), device=rt.device, dtype=torch.long)
+    bar = log.bar(range(0, n_used, batch_size), epoch)
     for i in bar:
         j = min(i + batch_size, n_used)
         idx = order[i:j]
-        x = batcher.batch(idx, flips[i:j])
+        x = fit.batcher.batch(idx, flips[i:j])
         y = y_dev[idx.to(rt.device)]
         with rt.autocast():
             out = model(x)
-        loss = crit(out, y)
-        opt.zero_grad(set_to_none=True)
+        loss = fit.crit(out, y)
+        fit.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        fit.opt.step()
         loss_sum += loss.detach() * len(idx)
         correct += (out.detach().argmax(1) == y).sum()
         log.batch(bar, loss, i + len(idx), t0)
@@ -286,11 +303,10 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(protocol, model.parameters())
-    sched = make_scheduler(protocol, opt)
-    crit = loss_fn(t.loss)
-    gen = torch.Generator().manual_seed(seed)           # shuffling + flips: a private, checkpointed stream
+    fit = Fit(model, opt, make_scheduler(protocol, opt), loss_fn(t.loss), batcher,
+              torch.Generator().manual_seed(seed))      # shuffling + flips: a private, checkpointed stream
     resume_path = job_dir / RESUME
-    st = load_resume(resume_path, model, opt, sched, gen, dev)
+    st = load_resume(resume_path, fit)
 
     n_train = len(rows["train"])
     # a trailing batch of one image cannot go through BatchNorm where the feature map is 1x1 (small inputs);
@@ -300,13 +316,12 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
     t_job = time.perf_counter()
     for epoch in range(st.next_epoch, t.epochs + 1):
         t0 = time.perf_counter()
-        order = rows["train"][torch.randperm(n_train, generator=gen)]
-        flips = torch.rand(n_train, generator=gen) < t.augment.flip_p
-        loss_sum, correct = train_epoch(model, batcher, order, flips, y_dev, opt, crit, t.batch_size, n_used,
-                                        log.bar(range(0, n_used, t.batch_size), epoch), log, t0)
+        order = rows["train"][torch.randperm(n_train, generator=fit.gen)]
+        flips = torch.rand(n_train, generator=fit.gen) < t.augment.flip_p
+        loss_sum, correct = train_epoch(fit, order, flips, y_dev, t.batch_size, n_used, log, epoch, t0)
         train_s = time.perf_counter() - t0
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
+        lr = fit.opt.param_groups[0]["lr"]
+        fit.sched.step()
         val_logits = predict(model, batcher, rows["val"], t.eval_batch_size)
         y_val = y_all[rows["val"]]
         h = {"epoch": epoch, "train_loss": loss_sum / n_used, "train_acc": correct / n_used,
@@ -315,7 +330,7 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
              "seconds": time.perf_counter() - t0, "images_per_s": n_used / train_s}
         st.history.append(h)
         update_selection(t.keep, st, h, model, val_logits)
-        save_resume(resume_path, model, opt, sched, gen, dev, epoch, st)
+        save_resume(resume_path, fit, epoch, st)
         write_text(job_dir / "history.csv", _history_csv(st.history))
         log.epoch(h)
         if on_epoch_end is not None:
