@@ -185,3 +185,17 @@ def test_report_refuses_duplicate_ids_it_used_to_accept(tmp_path):
     with pytest.raises(BadInput) as ei:
         load_run(rd)
     assert ei.value.field == "ids" and "duplicate" in str(ei.value)
+
+
+def test_report_without_splits_says_why_there_is_no_ensemble(tmp_path):
+    """Without splits.json the members cannot be checked against the holdout: no ensemble, and the reason."""
+    from reports.summary import summarize_run
+    rd = make_fake_run(tmp_path / "run", models=("resnet50",), n_patients=20, n_folds=3)
+    shutil.rmtree(rd / "ensemble")
+    (rd / "splits.json").unlink()
+    s = summarize_run(rd, n_boot=50)
+    assert s["models"] == {} and "resnet50: no holdout ensemble (no splits.json to check the members against)" \
+        in s["warnings"]
+    for k in range(3):
+        (rd / "jobs" / "resnet50" / f"fold{k}" / "DONE").unlink()
+    assert "resnet50: no holdout ensemble (no completed fold)" in summarize_run(rd, n_boot=50)["warnings"]
