@@ -38,32 +38,35 @@ class LocalExecutor:
                 print(f"fibrobench run: job {i}/{len(jobs)}: {m} fold {k}", file=sys.stderr, flush=True)
                 out.append(job(str(run_dir), m, k, self.device, self.progress))
             return out
-        return _gpu_pool(job, str(run_dir), jobs, n)
+        return process_pool(job, str(run_dir), jobs, [f"cuda:{g}" for g in range(n)])
 
 
-def _gpu_worker(job, run_dir, gpu, tasks, results):
-    import torch
-    torch.cuda.set_device(gpu)
+def _worker(job, run_dir, device, tasks, results):
+    """Run (i, (model, fold)) items from `tasks` on `device` until a None arrives; results or tracebacks back."""
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.set_device(torch.device(device))
     while True:
         item = tasks.get()
         if item is None:
             return
         i, (m, k) = item
         try:
-            results.put((i, job(run_dir, m, k, f"cuda:{gpu}", False), None))
+            results.put((i, job(run_dir, m, k, device, False), None))
         except BaseException:  # noqa: BLE001 - reported to the parent, which fails the run
             results.put((i, None, traceback.format_exc()))
 
 
-def _gpu_pool(job: JobFn, run_dir: str, jobs, n: int) -> list[dict]:
+def process_pool(job: JobFn, run_dir: str, jobs, devices: list[str]) -> list[dict]:
+    """One spawned worker process per entry of `devices` (one per GPU: 'cuda:0', 'cuda:1', ...), pulling jobs from
+    one queue; results in the order of `jobs`. Any failed job fails the pool, after every job has run."""
     ctx = mp.get_context("spawn")           # CUDA needs spawn
     tasks, results = ctx.Queue(), ctx.Queue()
-    for i, job in enumerate(jobs):
-        tasks.put((i, job))
-    for _ in range(n):
+    for i, pair in enumerate(jobs):
+        tasks.put((i, pair))
+    for _ in devices:
         tasks.put(None)
-    procs = [ctx.Process(target=_gpu_worker, args=(job, run_dir, g, tasks, results), daemon=False)
-             for g in range(n)]
+    procs = [ctx.Process(target=_worker, args=(job, run_dir, d, tasks, results), daemon=False) for d in devices]
     for pr in procs:
         pr.start()
     out, errors = [None] * len(jobs), []

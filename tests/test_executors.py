@@ -142,6 +142,23 @@ def test_executors_call_the_job_function_they_are_given(tmp_path):
     assert ex.run(_record_job, tmp_path, jobs) == got
 
 
+def _fail_on_b(run_dir, model, fold, device, progress):
+    if model == "b":
+        raise ValueError("b is broken")
+    return _record_job(run_dir, model, fold, device, progress)
+
+
+def test_process_pool_spreads_jobs_over_worker_processes(tmp_path):
+    """The pool the local executor uses for several GPUs, here with two CPU workers: every job once, in order,
+    with the worker's device; one failing job fails the pool after the others ran."""
+    from bench.executors import process_pool
+    jobs = [("a", 0), ("a", 1), ("a", 2)]
+    got = process_pool(_record_job, str(tmp_path), jobs, ["cpu", "cpu"])
+    assert [(g["model"], g["fold"], g["device"]) for g in got] == [("a", 0, "cpu"), ("a", 1, "cpu"), ("a", 2, "cpu")]
+    with pytest.raises(RuntimeError, match="(?s)b fold 0:.*ValueError: b is broken"):
+        process_pool(_fail_on_b, str(tmp_path), [("a", 0), ("b", 0)], ["cpu", "cpu"])
+
+
 @pytest.mark.gpu
 def test_local_executor_one_worker_per_gpu(tmp_path, tiny_data):
     import torch
