@@ -57,9 +57,10 @@ def oof_path(run_dir, model: str) -> Path:
 
 
 def job_models(run_dir) -> list[str]:
-    """Model names that have a jobs/ folder, sorted."""
+    """Model names that have a jobs/ folder holding at least one fold folder, sorted."""
     jobs = Path(run_dir) / "jobs"
-    return sorted(model_of_dir_name(p.name) for p in jobs.iterdir() if p.is_dir()) if jobs.is_dir() else []
+    names = [model_of_dir_name(p.name) for p in jobs.iterdir() if p.is_dir()] if jobs.is_dir() else []
+    return sorted(n for n in names if fold_dirs(run_dir, n))
 
 
 def fold_dirs(run_dir, model: str) -> list[tuple[int, Path]]:

@@ -83,7 +83,9 @@ def test_fold_dirs_are_canonical_and_sorted(tmp_path):
         (tmp_path / "jobs" / "m" / name).mkdir(parents=True)
     (tmp_path / "jobs" / "m" / "fold1").write_text("a file, not a job")
     assert [k for k, _ in R.fold_dirs(tmp_path, "m")] == [2, 10]
-    assert R.fold_dirs(tmp_path, "absent") == [] and R.job_models(tmp_path) == ["m"]
+    (tmp_path / "jobs" / "stray").mkdir()                               # no fold folder: not a model
+    (tmp_path / "jobs" / R.model_dir_name("timm/x") / "fold0").mkdir(parents=True)
+    assert R.fold_dirs(tmp_path, "absent") == [] and R.job_models(tmp_path) == ["m", "timm/x"]
 
 
 def test_class_names_come_from_splits_with_one_legacy_default():
