@@ -56,6 +56,20 @@ def per_class(cm: np.ndarray) -> dict:
             "precision": precision, "ppv": precision, "npv": _div(tn, tn + fn), "f1": f1, "support": tp + fn}
 
 
+MACRO_CONVENTION = ("macro averages follow scikit-learn: the mean over the classes present in the truth or the "
+                    "predictions, an undefined per-class value (e.g. precision of a class never predicted) counting "
+                    "as 0 (zero_division=0); balanced accuracy is the mean recall over the classes in the truth")
+
+
+def macro_average(per_class_values: np.ndarray, cm: np.ndarray) -> np.ndarray:
+    """sklearn's macro average (labels=None, zero_division=0) of per-class values [..., C] for matrices [..., C, C]:
+    the mean over classes present in the truth or the predictions, NaN (undefined) counting as 0."""
+    cm = np.asarray(cm, dtype=np.float64)
+    used = (cm.sum(-1) + cm.sum(-2)) > 0
+    vals = np.where(used, np.nan_to_num(np.asarray(per_class_values, dtype=np.float64), nan=0.0), 0.0)
+    return _div(vals.sum(-1), used.sum(-1))
+
+
 def kappa(cm: np.ndarray, weights: str | None = None) -> np.ndarray:
     """Cohen's kappa from confusion matrices [..., C, C]; weights None, 'linear' or 'quadratic' (as sklearn)."""
     cm = np.asarray(cm, dtype=np.float64)
@@ -89,11 +103,11 @@ def from_confusion(cm: np.ndarray) -> dict:
             "accuracy": _div(np.trace(cm, axis1=-2, axis2=-1), total),
             # balanced accuracy = mean recall over classes present in the truth (sklearn's definition)
             "balanced_accuracy": _div(np.nansum(np.where(present, pc["recall"], 0), -1), present.sum(-1)),
-            "macro_precision": np.nanmean(pc["precision"], -1),
-            "macro_recall": np.nanmean(pc["recall"], -1),
-            "macro_f1": pc["f1"].mean(-1),
+            "macro_precision": macro_average(pc["precision"], cm),
+            "macro_recall": macro_average(pc["recall"], cm),
+            "macro_f1": macro_average(pc["f1"], cm),
             "weighted_f1": _div((pc["f1"] * support).sum(-1), support.sum(-1)),
-            "macro_specificity": np.nanmean(pc["specificity"], -1),
+            "macro_specificity": macro_average(pc["specificity"], cm),
             "kappa": kappa(cm),
             "qwk": kappa(cm, "quadratic"),
             "mae_stage": _div((cm * dist).sum((-2, -1)), total),

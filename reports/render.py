@@ -10,6 +10,7 @@ from pathlib import Path
 import jinja2
 
 from reports import figures
+from reports.metrics import MACRO_CONVENTION
 from reports.claims import audit_claims
 from reports.errors import ReportInputError
 from reports.leakage_view import leakage_context
@@ -186,6 +187,7 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "models": models,
         "confusions": {m: _shade(v["ensemble"]["confusion"]) for m, v in models.items()},
         "comparisons": summary["comparisons"],
+        "macro_convention": MACRO_CONVENTION,
         "fig_reliability": figures.reliability_figure({m: v["ensemble"]["reliability"] for m, v in models.items()}),
         "efficiency": eff,
         "fig_latency": figures.accuracy_latency_figure(lat_points),

@@ -89,6 +89,15 @@ def _boundary_ci(all_success: bool, codes) -> dict:
             "method": "Wilson on clusters (all-or-none outcome, bootstrap would be degenerate)"}
 
 
+def _percentile_entry(samples, method: str) -> dict:
+    """Percentile CI of bootstrap replicates; one of zero width (every resample equal) is flagged `degenerate`."""
+    lo, hi = S.percentile_ci(samples)
+    out = {"ci": _ci(lo, hi), "method": method}
+    if np.isfinite(lo) and lo == hi:
+        out["degenerate"] = True
+    return out
+
+
 def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tuple[dict, dict]:
     """Every metric with value, 95 % CI and method; also returns the bootstrap replicates of the confusion metrics."""
     y = np.asarray(y)
@@ -113,8 +122,7 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
         elif name in PROPORTIONS and int(np.trace(cm)) in (0, int(cm.sum())):
             entry.update(_boundary_ci(np.trace(cm) > 0, codes))
         elif boot:
-            lo, hi = S.percentile_ci(boot[name])
-            entry.update(ci=_ci(lo, hi), method=bmethod)
+            entry.update(_percentile_entry(boot[name], bmethod))
         else:
             entry.update(ci=[None, None], method="none")
         out[name] = entry
@@ -133,14 +141,16 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
                 row[mname] = {"value": _f(pc[mname]),
                               **_boundary_ci(k > 0, codes[_denominator(mname, c, y, yhat)])}
             elif boot:
-                lo, hi = S.percentile_ci(boot_pc[mname][:, c])
-                row[mname] = {"value": _f(pc[mname]), "ci": _ci(lo, hi), "method": bmethod}
+                row[mname] = {"value": _f(pc[mname]), **_percentile_entry(boot_pc[mname][:, c], bmethod)}
             else:
                 row[mname] = {"value": _f(pc[mname]), "ci": [None, None], "method": "none"}
         row["sensitivity"] = row["recall"]
-        if boot:
-            lo, hi = S.percentile_ci(boot_pc["f1"][:, c])
-            row["f1"] = {"value": _f(pc["f1"]), "ci": _ci(lo, hi), "method": bmethod}
+        involved = (y == c) | (yhat == c)     # the images F1 = 2TP / (2TP + FP + FN) counts
+        if involved.any() and pc["f1"] in (0.0, 1.0):
+            # all or none of them right: the percentile bootstrap collapses to a point; clusters as units instead
+            row["f1"] = {"value": _f(pc["f1"]), **_boundary_ci(pc["f1"] == 1.0, codes[involved])}
+        elif boot:
+            row["f1"] = {"value": _f(pc["f1"]), **_percentile_entry(boot_pc["f1"][:, c], bmethod)}
         else:
             row["f1"] = {"value": _f(pc["f1"]), "ci": [None, None], "method": "none"}
         pos = y == c
@@ -169,7 +179,10 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
 
 
 def _auroc_entry(r):
-    return {"value": _f(r["value"]), "ci": _ci(*r["ci"]), "method": r["method"]}
+    out = {"value": _f(r["value"]), "ci": _ci(*r["ci"]), "method": r["method"]}
+    if r.get("se") == 0:  # perfect separation: the DeLong variance is 0 and the interval a point
+        out["degenerate"] = True
+    return out
 
 
 def _fold_scores(folds, split: str, class_names) -> dict:
@@ -205,6 +218,9 @@ def _compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val):
     yb, pb = eb["labels"], eb["probs"].argmax(1)
     out = {"model": a, "baseline": b, "n": int(len(yb))}
     out["mcnemar"] = S.mcnemar_exact(pa == ya, pb == yb)
+    out["delong"] = _clean(S.paired_auroc_test(yb, ea["probs"][order], eb["probs"],
+                                               clusters.codes_for(eb["ids"]) if clusters.clustered else None))
+    out["delong"]["metric"] = "auroc_macro"
     out["holdout_diff"] = {}
     for name in COMPARE_METRICS:
         n_classes = eb["probs"].shape[1]
@@ -226,10 +242,17 @@ def _compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val):
         if len(common) >= 2:
             out["folds"] = {"metric": "accuracy (validation fold)", "folds": common, "a": xa.tolist(),
                             "b": xb.tolist(), "diffs": (xa - xb).tolist(),
-                            "paired_t": _clean(S.paired_t(xa, xb)),
-                            "nadeau_bengio": _clean(S.nadeau_bengio(xa - xb, n_train, n_val)),
+                            "paired_t": _clean(_pick(S.paired_t(xa, xb), PAIRED_T_KEYS)),
+                            "nadeau_bengio": _clean(S.nadeau_bengio(xa - xb, n_train, n_val, values=(xa, xb))),
                             "wilcoxon": _clean(S.wilcoxon(xa, xb)), "n_train": n_train, "n_test": n_val}
     return out
+
+
+PAIRED_T_KEYS = ("t", "p", "method", "zero_variance", "note")
+
+
+def _pick(d: dict, keys) -> dict:
+    return {k: d[k] for k in keys if k in d}
 
 
 def _clean(d):
@@ -312,8 +335,8 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
     n_val = float(np.mean([len(f["val"]) for f in folds])) if folds else float("nan")
     comps = [_compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val)
              for a, b in _comparison_pairs(list(ens))]
-    for key, getp in (("mcnemar", lambda c: c["mcnemar"]), ("nadeau_bengio", lambda c: (c["folds"] or {}).get(key)),
-                      ("wilcoxon", lambda c: (c["folds"] or {}).get("wilcoxon"))):
+    for getp in (lambda c: c["mcnemar"], lambda c: c["delong"], lambda c: (c["folds"] or {}).get("nadeau_bengio"),
+                 lambda c: (c["folds"] or {}).get("wilcoxon")):  # Holm across the comparisons, within each test
         found = [(c, getp(c)) for c in comps if getp(c)]
         for (c, t), p in zip(found, S.holm([t["p"] if t["p"] is not None else float("nan") for _, t in found])):
             t["p_holm"] = _f(p)
