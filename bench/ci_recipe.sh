@@ -32,4 +32,4 @@ $F gate "$W/run" --baseline "$BASE" --latency-tol 100 --memory-tol 25 \
 # 5. short benchmark pass: fails only on a >3x slower median whose fastest round is also slower
 .venv/bin/python -m pytest -q bench/benchmarks -p no:cacheprovider --benchmark-only \
   --benchmark-min-rounds=3 --benchmark-max-time=0.2 --benchmark-json="$W/bench.json"
-.venv/bin/python bench/bench_gate.py "$W/bench.json" --threshold 2.0 --json "$W/bench-gate.json"
+.venv/bin/python -m bench.scripts.bench_gate "$W/bench.json" --threshold 2.0 --json "$W/bench-gate.json"

@@ -7,14 +7,15 @@ shared state, so a failed or killed executor is recovered by running the same co
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
-import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 JobFn = Callable[[str, str, int, str, bool], dict]
+log = logging.getLogger("fibrobench.run")
 
 
 class LocalExecutor:
@@ -35,7 +36,7 @@ class LocalExecutor:
         if n <= 1:
             out = []
             for i, (m, k) in enumerate(jobs, 1):
-                print(f"fibrobench run: job {i}/{len(jobs)}: {m} fold {k}", file=sys.stderr, flush=True)
+                log.info("job %d/%d: %s fold %d", i, len(jobs), m, k)
                 out.append(job(str(run_dir), m, k, self.device, self.progress))
             return out
         return process_pool(job, str(run_dir), jobs, [f"cuda:{g}" for g in range(n)])
@@ -75,7 +76,7 @@ def process_pool(job: JobFn, run_dir: str, jobs, devices: list[str]) -> list[dic
         out[i] = res
         if err:
             errors.append(f"{jobs[i][0]} fold {jobs[i][1]}:\n{err}")
-            print(f"fibrobench run: job {jobs[i]} failed", file=sys.stderr, flush=True)
+            log.error("job %s failed", jobs[i])
     for pr in procs:
         pr.join()
     if errors:
@@ -109,9 +110,8 @@ class SlurmExecutor:
         ex = self._make()
         args = list(zip(*[(str(run_dir), m, k, self.device, False) for m, k in jobs]))
         submitted = ex.map_array(job, *args)
-        print(f"fibrobench run: submitted {len(submitted)} job(s): "
-              f"{', '.join(str(j.job_id) for j in submitted[:5])}{' ...' if len(submitted) > 5 else ''}",
-              file=sys.stderr, flush=True)
+        log.info("submitted %d job(s): %s%s", len(submitted), ", ".join(str(j.job_id) for j in submitted[:5]),
+                 " ..." if len(submitted) > 5 else "")
         out, errors = [], []
         for (m, k), j in zip(jobs, submitted):
             try:

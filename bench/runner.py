@@ -6,6 +6,7 @@ The run directory is the only state: `run_job(run_dir, model, fold)` needs nothi
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +61,7 @@ def fold_seed(p: Protocol, fold: int) -> int:
     return p.train.seed + fold
 
 
-def _log(msg: str) -> None:
-    print(f"fibrobench run: {msg}", file=sys.stderr, flush=True)
+_log = logging.getLogger("fibrobench.run").info  # shown as "fibrobench run: ..." (bench.cli.configure_logging)
 
 
 # ---------------------------------------------------------------- data helpers

@@ -182,7 +182,6 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "leakage": run.leakage,
         "leakage_view": leakage_view,
         "leakage_error": leakage_error,
-        "has_leakage_template": (TEMPLATES / "leakage.html.j2").exists(),
         "headline": HEADLINE,
         "models": models,
         "confusions": {m: _shade(v["ensemble"]["confusion"]) for m, v in models.items()},
@@ -195,7 +194,6 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "latency_device": (run.latency or {}).get("device"),
         "claims_audit": claims_audit,
         "claims_note": claims_note,
-        "has_claims_template": (TEMPLATES / "claims.html.j2").exists(),
         "tuning": {"grid": protocol.get("grid"), "variant": protocol.get("variant")}
         if protocol.get("grid") or protocol.get("variant") else None,
     }
@@ -214,7 +212,7 @@ def claims_for(claims_path, run_dir, summary: dict | None = None) -> tuple[dict 
     return audit_claims(claims_path, run_dir, summary=summary), None  # reuses the summary: no second bootstrap
 
 
-def render_report(run_dir, out_path=None, claims_path=None, n_boot: int = 10_000, seed: int = 0,
+def render_report(run_dir, claims_path=None, n_boot: int = 10_000, seed: int = 0,
                   summary: dict | None = None, provenance: dict | None = None) -> tuple[str, dict]:
     """Summarise RUN_DIR (unless a summary is given) and return (html, summary); the caller writes the file.
 

@@ -328,10 +328,9 @@ def test_reproduction_with_a_zero_width_ci_is_degenerate_not_a_fail(tmp_path):
 
 
 def test_audit_with_a_real_run_directory(tmp_path):
-    import fake_run
-
+    from bench.scripts.fake_run import make_fake_run
     from reports import summary as summary_mod
-    run = fake_run.make_fake_run(tmp_path / "run", n_patients=20)
+    run = make_fake_run(tmp_path / "run", n_patients=20)
     doc = copy.deepcopy(paper())
     doc["class_names"] = ["F0", "F1", "F2", "F3", "F4"]
     doc["sets"] = {"test": {"source": "T1", "counts": {c: 2 for c in doc["class_names"]}, "total": 10}}

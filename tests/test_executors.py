@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from protocols.runfiles import read_logits
+from split_checks import check_run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,6 +76,7 @@ def test_submitit_array_shares_run_dir(tmp_path, tiny_data, kind):
         assert done["fold"] == k
     assert doc["ensemble"]["efficientnet_b0"]["members"] == folds
     assert (out / "ensemble" / "efficientnet_b0.npz").exists()
+    check_run_dir(out)
     if kind == "local":   # really ran elsewhere: submitit wrote per-task logs into the run dir
         assert list(folder.glob("*_log.out"))
 
@@ -113,6 +115,7 @@ def test_sigkill_then_rerun_resumes_to_identical_logits(tmp_path, tiny_data):
         a, b = read_logits(ref / "jobs/efficientnet_b0/fold0" / name), read_logits(job / name)
         assert np.array_equal(a["logits"], b["logits"])
     assert len((job / "history.csv").read_text().splitlines()) == 4
+    check_run_dir(out)
 
 
 def test_make_executor_kinds(tmp_path):

@@ -2,7 +2,6 @@
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,11 @@ import pytest
 from sklearn import metrics as skm
 from statsmodels.stats.proportion import proportion_confint
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_run import make_fake_run  # noqa: E402
+from bench.scripts.fake_run import make_fake_run
 
-from bench.cli import main as cli  # noqa: E402
-from reports.render import render_report  # noqa: E402
-from reports.summary import summarize_run  # noqa: E402
+from bench.cli import main as cli
+from reports.render import render_report
+from reports.summary import summarize_run
 
 N_BOOT = 500
 

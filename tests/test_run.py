@@ -14,6 +14,7 @@ from protocols.atomic import sha256_of, write_json
 from protocols.errors import BadInput
 from protocols.runfiles import ensemble_model, read_logits, write_logits
 from protocols.splits import make_splits
+from split_checks import check_run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,7 +119,7 @@ def test_run_end_to_end_and_resume(tmp_path, tiny_data, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["schema"] == "fibrobench.run/1" and run["status"] == "complete"
     assert run["protocol"]["name"] == "tiny" and len(run["protocol_sha256"]) == 64
-    splits = json.loads((out / "splits.json").read_text())
+    splits = check_run_dir(out)
     assert run["splits_sha256"] == splits["sha256"] and run["data"]["n_images"] == len(splits["images"])
     assert run["models"]["efficientnet_b0"]["weights"]["random_init"] is True and run["models"]["efficientnet_b0"]["params"] > 1e6
     assert run["provenance"]["seeds"]["train"] == {"fold0": 0, "fold1": 1}
@@ -137,7 +138,7 @@ def test_run_end_to_end_and_resume(tmp_path, tiny_data, capsys):
     stamp = (out / "jobs/efficientnet_b0/fold0/test_logits.npz").stat().st_mtime_ns
     assert _cli(proto, "--data", tiny_data, "--out", out, "--device", "cpu", "--no-progress") == 0
     assert (out / "jobs/efficientnet_b0/fold0/test_logits.npz").stat().st_mtime_ns == stamp   # skipped, not retrained
-    assert json.loads((out / "splits.json").read_text())["sha256"] == splits["sha256"]
+    assert check_run_dir(out)["sha256"] == splits["sha256"]
 
     capsys.readouterr()
     assert _cli(proto, "--data", tiny_data, "--out", out, "--epochs", "2", "--no-progress") == 2
@@ -181,7 +182,8 @@ def test_grid_runs_every_variant_on_the_same_splits(tmp_path, tiny_data):
     docs = [json.loads((r / "run.json").read_text()) for r in runs]
     assert {d["protocol"]["train"]["lr"] for d in docs} == {0.01, 0.001}
     assert all(d["status"] == "complete" and d["protocol"]["grid"] is None for d in docs)
-    assert docs[0]["splits_sha256"] == docs[1]["splits_sha256"]
+    assert docs[0]["splits_sha256"] == docs[1]["splits_sha256"] == check_run_dir(runs[0])["sha256"]
+    check_run_dir(runs[1])
     assert docs[0]["protocol_sha256"] != docs[1]["protocol_sha256"]
     assert {d["protocol"]["variant"]["id"] for d in docs} == {r.name for r in runs}
 

@@ -8,7 +8,7 @@ candidate pairs stay realistic); hashing for part B
 is extrapolated from part A's measured per-frame rate, and stated as such. Peak memory of each comparison
 is measured with tracemalloc (numpy reports its buffers to it).
 
-    python -m bench.leakage_scale [--data DIR] [--frames 6323] [--big 100000] [--workers 2] [--json OUT]
+    python -m bench.scripts.leakage_scale [--data DIR] [--frames 6323] [--big 100000] [--workers 2] [--json OUT]
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         from bench.provenance import collect
         from protocols.atomic import write_json
 
-        result["provenance"] = collect(["python -m bench.leakage_scale", *(argv or sys.argv[1:])])
+        result["provenance"] = collect(["python -m bench.scripts.leakage_scale", *(argv or sys.argv[1:])])
         write_json(args.json, result)
     return 0
 

@@ -11,9 +11,9 @@
 # `pip install torch==2.14.1 torchvision==0.29.1 -e .` (needs a reachable package index or pip cache).
 # Knobs (env): MODELS (comma list, default all), BUDGET_S (default 450), MAX_BATCH_CAP (512),
 # RUNS (100), COMPILE (1 = try the compile check when time is left); for a dry run on a CPU box:
-# DEVICE=cpu INPUT_SIZE=32 BATCHES=1,4 TRAIN_BATCH=4 MODELS=resnet50 RUNS=5 COMPILE=0 bench/gpu_suite.sh
+# DEVICE=cpu INPUT_SIZE=32 BATCHES=1,4 TRAIN_BATCH=4 MODELS=resnet50 RUNS=5 COMPILE=0 bench/scripts/gpu_suite.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 REPO=$(pwd)
 OUT=${OUT:-$REPO/gpu-out}
 mkdir -p "$OUT"
@@ -69,7 +69,7 @@ MODEL_ARGS=()
 [ -n "${MODELS:-}" ] && MODEL_ARGS=(--models "$MODELS")
 
 say "main pass on $DEVICE: ${MODELS:-all models}, fp32+bf16, batch $BATCHES at ${INPUT_SIZE}px, max-batch cap $MAX_BATCH_CAP, train batch $TRAIN_BATCH"
-timeout $(( BUDGET_S - 60 )) "$PY" -m bench.cmd_latency "${MODEL_ARGS[@]}" --device "$DEVICE" --input-size "$INPUT_SIZE" \
+timeout $(( BUDGET_S - 60 )) "$PY" -m bench.commands.latency "${MODEL_ARGS[@]}" --device "$DEVICE" --input-size "$INPUT_SIZE" \
   --batch-sizes "$BATCHES" --precisions fp32,bf16 --channels-last --runs "$RUNS" --warmup 10 \
   --throughput-runs 20 --max-batch-cap "$MAX_BATCH_CAP" --train-batch "$TRAIN_BATCH" --train-runs 10 --cross-check \
   --json "$OUT/latency_gpu.json" > "$OUT/latency_gpu.txt"
@@ -80,7 +80,7 @@ say "main pass exit $rc"; cat "$OUT/latency_gpu.txt"
 left=$(( BUDGET_S - $(elapsed) ))
 if [ "$COMPILE" = 1 ] && [ "$left" -gt 120 ]; then
   say "torch.compile check: resnet50 bf16, batch $BATCHES (limit $(( left - 15 ))s)"
-  timeout $(( left - 15 )) "$PY" -m bench.cmd_latency --models resnet50 --device "$DEVICE" --input-size "$INPUT_SIZE" \
+  timeout $(( left - 15 )) "$PY" -m bench.commands.latency --models resnet50 --device "$DEVICE" --input-size "$INPUT_SIZE" \
     --batch-sizes "$BATCHES" --precisions bf16 --channels-last --compile --runs "$RUNS" --warmup 10 \
     --throughput-runs 20 --max-batch-cap 0 --train-batch 0 --json "$OUT/latency_compile.json" \
     > "$OUT/latency_compile.txt"

@@ -7,8 +7,8 @@ Measured side by side in one process, interleaved (bare, fold, bare, fold, ...),
                   (the 1st is warm-up) -- its timer covers data + step, as the fold job itself reports it.
   * eval        : protocols.trainer.predict images/s (used only for the wall-time projection).
 
-  python -m bench.train_throughput --model resnet50 --input-size 64 --batch-size 32 --device cpu --threads 1
-  python -m bench.train_throughput --model resnet50_cbam --input-size 224 --batch-size 64 --device cuda --steps 30
+  python -m bench.scripts.train_throughput --model resnet50 --input-size 64 --batch-size 32 --device cpu --threads 1
+  python -m bench.scripts.train_throughput --model resnet50_cbam --input-size 224 --batch-size 64 --device cuda --steps 30
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = resolve_device(a.device)
-    base = load_protocol(Path(__file__).resolve().parent.parent / "protocols/afif2025/protocol.yaml")
+    base = load_protocol(Path(__file__).resolve().parents[2] / "protocols/afif2025/protocol.yaml")
     p = apply_overrides(base, {"data.input_size": a.input_size, "train.batch_size": a.batch_size,
                                "train.epochs": 2, "train.keep": "last", "models": [a.model], "grid": None})
     rt = Runtime.from_protocol(p, dev)

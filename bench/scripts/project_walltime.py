@@ -4,7 +4,7 @@ Uses each model's measured training-step images/s (`models[m].train.by_precision
 the protocol's own numbers: images, holdout fraction, folds, epochs. Evaluation passes (validation every
 epoch, test once) are added at the measured inference images/s of the largest measured batch.
 
-    python -m bench.project_walltime bench/results/latency_h100_torch2.11.json \
+    python -m bench.scripts.project_walltime bench/results/latency_h100_torch2.11.json \
         --protocol protocols/afif2025/protocol.yaml --images 6323 --precision bf16
 """
 from __future__ import annotations

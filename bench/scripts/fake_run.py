@@ -98,7 +98,7 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
     test_idx = np.array([index[i] for i in test])
     for m in models:
         q = quality.get(m, 2.0)
-        test_logits_all, oof_ids, oof_logits = [], [], []
+        test_logits_all, oof_ids, oof_logits, oof_folds = [], [], [], []
         for f in folds:
             d = root / "jobs" / m / f"fold{f['fold']}"
             d.mkdir(parents=True, exist_ok=True)
@@ -119,6 +119,7 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
             test_logits_all.append(tl)
             oof_ids += f["val"]
             oof_logits.append(vl)
+            oof_folds += [f["fold"]] * len(f["val"])
         if write_ensemble:
             mean = np.mean(test_logits_all, axis=0)
             e = np.exp(mean - mean.max(1, keepdims=True))
@@ -129,7 +130,7 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
             (root / "oof").mkdir(exist_ok=True)
             o_idx = np.array([index[i] for i in oof_ids])
             np.savez(root / "oof" / f"{m}.npz", ids=np.array(oof_ids), logits=np.concatenate(oof_logits),
-                     labels=labels[o_idx].astype(np.int64))
+                     labels=labels[o_idx].astype(np.int64), fold=np.array(oof_folds, dtype=np.int64))
 
     if write_leakage:
         leaky = level != "patient"

@@ -1,6 +1,6 @@
 """Time summarize_run (all statistics) and HTML rendering on a fake run: six models, 1,267 holdout images, 10,000 resamples.
 
-Usage: python -m bench.report_speed [--models 6] [--n-test 1267] [--n-boot 10000] [--images-per-patient 3] [--json OUT]
+Usage: python -m bench.scripts.report_speed [--models 6] [--n-test 1267] [--n-boot 10000] [--images-per-patient 3] [--json OUT]
 Targets (issue 7): statistics <= 10 s, rendering <= 5 s on the 2-core development machine.
 """
 from __future__ import annotations
@@ -25,9 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from fake_run import make_fake_run
-
+    from bench.scripts.fake_run import make_fake_run
     from reports.render import build_context, render_html
     from reports.rundir import load_run
     from reports.summary import summarize_loaded

@@ -9,7 +9,7 @@ against the patients by pair counting (precision, recall of same-patient pairs).
 meets precision >= 0.95 and recall >= 0.90 in both conditions with the largest worst-case F1 (ties: smaller
 thresholds); then confirmed on a second dataset (next seed).
 
-    python -m bench.leakage_sweep [--patients 900] [--size 800x600] [--confirm-patients 900]
+    python -m bench.scripts.leakage_sweep [--patients 900] [--size 800x600] [--confirm-patients 900]
                                   [--out bench/results/leakage_sweep.json]
 Writes schema "fibrobench.leakage_sweep/1" (documented in docs/leakage.md).
 """
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="sweep dataset seed (confirmation uses seed + 1)")
     ap.add_argument("--workdir", default="/tmp/fibrobench-leakage-sweep", help="where the datasets are generated")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "leakage_sweep.json"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results" / "leakage_sweep.json"))
     args = ap.parse_args(argv)
 
     from bench.provenance import collect
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         "selected": {**sel, "meets_target": feasible, **{c: grids[c][key] for c in grids}},
         "confirmation": {"meets_target": confirm_ok, **confirm},
         "timing": {"sweep": timing, "confirm": ctiming, "total_s": round(time.perf_counter() - t0, 1)},
-        "provenance": collect(["python -m bench.leakage_sweep", *(argv if argv is not None else sys.argv[1:])]),
+        "provenance": collect(["python -m bench.scripts.leakage_sweep", *(argv if argv is not None else sys.argv[1:])]),
     }
     write_json(args.out, result)
     print(f"wrote {args.out}")

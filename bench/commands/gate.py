@@ -1,7 +1,7 @@
 """`fibrobench gate`: fail (exit 1) when a run regresses against a stored baseline; --write-baseline stores one."""
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from protocols.errors import BadInput
@@ -68,6 +68,6 @@ def main(args) -> int:
     if args.junit:
         write_text(args.junit, G.junit_xml(res))
     if not checks or all(c["kind"] == "identity" for c in checks):
-        print("fibrobench gate: nothing was compared (baseline has no metrics)", file=sys.stderr)
+        logging.getLogger("fibrobench.gate").warning("nothing was compared (baseline has no metrics)")
         return 1
     return 1 if res["verdict"] == "fail" else 0

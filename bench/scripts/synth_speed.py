@@ -1,6 +1,6 @@
 """Measure the synthetic generator's throughput (frames/s, PNG writing included); prints a JSON line.
 
-    python -m bench.synth_speed [--patients 40] [--size 800x600] [--workers 1] [--json bench/results/synth_speed.jsonl]
+    python -m bench.scripts.synth_speed [--patients 40] [--size 800x600] [--workers 1] [--json bench/results/synth_speed.jsonl]
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 
-from bench.cmd_synth import parse_size
+from bench.commands.synth import parse_size
 from bench.provenance import collect
 from protocols.synth import generate_dataset
 

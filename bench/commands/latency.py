@@ -1,6 +1,7 @@
 """`fibrobench latency`: params, FLOPs, latency percentiles, throughput and peak memory per model."""
 from __future__ import annotations
 
+import logging
 import sys
 
 from protocols.atomic import write_json
@@ -122,7 +123,8 @@ def main(args) -> int:
     if unknown or not names:
         raise BadInput("<command line>", "--models", f"unknown {unknown or names}; registered: {', '.join(known)}")
 
-    log = (lambda s: None) if args.quiet else (lambda s: print(f"[latency] {s}", file=sys.stderr, flush=True))
+    logger = logging.getLogger("fibrobench.latency")
+    log = (lambda s: None) if args.quiet else logger.info
     if args.info_only:
         from bench.provenance import collect
         prov = collect(args.argv, device=str(device))
@@ -156,17 +158,20 @@ def main(args) -> int:
         write_json(args.json, res)
         if os.path.exists(args.json + ".partial"):
             os.unlink(args.json + ".partial")
-        print(f"wrote {args.json}", file=sys.stderr)
+        logger.info("wrote %s", args.json)
     failed = [n for n, m in res["models"].items() if "error" in m]
     if failed:
-        print(f"fibrobench latency: {len(failed)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
+        logger.error("%d model(s) failed: %s", len(failed), ", ".join(failed))
         return 1
     return 0
 
 
-if __name__ == "__main__":  # `python -m bench.cmd_latency ...`: this command alone, without the other commands' imports
+if __name__ == "__main__":  # `python -m bench.commands.latency ...`: this command alone, without the other commands' imports
     import argparse
 
+    from bench.cli import configure_logging
+
+    configure_logging()
     _p = argparse.ArgumentParser(prog="fibrobench latency", description=DESCRIPTION)
     add_arguments(_p)
     _a = _p.parse_args()

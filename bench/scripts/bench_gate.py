@@ -1,6 +1,6 @@
 """Compare a pytest-benchmark JSON with the stored baseline of this machine; record one if there is none.
 
-    python bench/bench_gate.py RESULTS.json [--baselines bench/baselines] [--threshold 0.5]
+    python -m bench.scripts.bench_gate RESULTS.json [--baselines bench/baselines] [--threshold 0.5]
                                [--machine-id ID] [--update] [--json OUT]
 
 A benchmark regresses when BOTH
@@ -22,9 +22,11 @@ import re
 import sys
 from pathlib import Path
 
+from protocols.atomic import write_json
+
 SCHEMA = "fibrobench.bench-baseline/1"
 DEFAULT_THRESHOLD = 0.5
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # bench/
 STAT_KEYS = ("min", "max", "mean", "median", "iqr", "q1", "q3", "rounds", "stddev")
 
 
@@ -93,10 +95,6 @@ def baseline_doc(results: dict, mid: str) -> dict:
             "commit": (results.get("commit_info") or {}).get("id"), "benchmarks": results["benchmarks"]}
 
 
-def _write(path: Path, obj: dict) -> None:
-    sys.path.insert(0, str(HERE.parent))
-    from protocols.atomic import write_json
-    write_json(path, obj)
 
 
 def main(argv=None) -> int:
@@ -121,7 +119,7 @@ def main(argv=None) -> int:
     path = Path(args.baselines) / f"{mid}.json"
     if args.update or not path.exists():
         why = "refreshed" if path.exists() else "no baseline for this machine yet: recorded"
-        _write(path, baseline_doc(res, mid))
+        write_json(path, baseline_doc(res, mid))
         print(f"bench_gate: {why} {path} ({len(res['benchmarks'])} benchmarks); nothing compared")
         return 0
     try:
@@ -140,7 +138,7 @@ def main(argv=None) -> int:
         print(f"  {r['status'].upper():10s} {ratio:>7s}  {med(r['base_median']):>12s} -> {med(r['new_median']):>12s}  {r['name']}")
     bad = [r for r in rows if r["status"] == "regression"]
     if args.json:
-        _write(Path(args.json), {"schema": "fibrobench.bench-gate/1", "machine_id": mid, "baseline": str(path),
+        write_json(Path(args.json), {"schema": "fibrobench.bench-gate/1", "machine_id": mid, "baseline": str(path),
                                  "threshold": args.threshold, "rows": rows, "regressions": len(bad)})
     print(f"bench_gate: {'FAIL' if bad else 'PASS'}: {len(bad)} regression(s) of {len(rows)} benchmark(s)")
     return 1 if bad else 0

@@ -1,7 +1,7 @@
 """`fibrobench run`: train every (model, fold) job of a protocol on a dataset, then ensemble; resumable."""
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from protocols.errors import BadInput
@@ -70,7 +70,7 @@ def main(args) -> int:
     worst = 0
     variants = expand_grid(protocol)
     for i, v in enumerate(variants, 1):
-        print(f"fibrobench run: grid variant {i}/{len(variants)}: {v.variant['id']}", file=sys.stderr, flush=True)
+        logging.getLogger("fibrobench.run").info("grid variant %d/%d: %s", i, len(variants), v.variant["id"])
         code, _ = run(v, RunOptions(out=str(base / "grid" / v.variant["id"]), **opts))
         worst = max(worst, code)
     print(base)
