@@ -173,6 +173,8 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
         m, swapped = build_model(p, name, n_classes)
         models_info[name] = {"weights": m.fibro_weights, "params": int(sum(t.numel() for t in m.parameters())),
                              "activation": p.train.activation, "activation_swaps": swapped}
+        if getattr(m, "fibro_code", None):  # a user factory: which file of code built it
+            models_info[name]["code"] = m.fibro_code
         del m
 
     seeds = {"split": p.split.seed, "train": {f"fold{k}": fold_seed(p, k) for k in range(p.split.n_folds)}}

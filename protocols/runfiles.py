@@ -1,15 +1,15 @@
 """The run directory's files without torch: paths, JSON, DONE, logits .npz, class names, leak-checked ensemble + OOF.
 
 The one layer that both writers (bench.runner, protocols.trainer) and readers (reports.rundir) use, so the
-layout, the checks on what is read and the ensemble exist once. It imports numpy, scipy and protocols.atomic /
-protocols.errors only (tests/test_layout.py checks that importing it loads no torch), which is why reports may
-import it: it is the one module of protocols that reports is allowed to import.
+layout, the checks on what is read and the ensemble exist once. It imports numpy, scipy, protocols.atomic and
+protocols.errors only; tests/test_layout.py checks that importing it loads no torch, which is why reports may
+import it: the one module of protocols that reports is allowed to import.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from urllib.parse import quote, unquote
 
 import numpy as np
 from scipy.special import softmax
@@ -30,17 +30,13 @@ LOGITS = {"val": "val_logits.npz", "test": "test_logits.npz"}   # per job: the f
 
 
 def model_dir_name(model: str) -> str:
-    """The file-system name of a model in jobs/, ensemble/ and oof/: the name percent-encoded (built-in names,
-    made of letters, digits, '_', '.', '-', are unchanged; 'timm/x' becomes 'timm%2Fx'), never a path."""
-    name = str(model)
-    if name in ("", ".", ".."):
-        raise BadInput("<model name>", "model", f"{name!r} cannot name a directory")
-    return quote(name, safe="")
-
-
-def model_of_dir_name(dirname: str) -> str:
-    """Inverse of model_dir_name."""
-    return unquote(dirname)
+    """A model's folder in jobs/, ensemble/ and oof/: its name as a relative path ('timm/x' nests, as models.names'
+    grammar allows); a name that could leave the run directory ('..', absolute, empty parts, backslash, NUL — say
+    from an edited run.json) is BadInput."""
+    name = model if isinstance(model, str) else ""
+    if not name or "\\" in name or "\x00" in name or any(part in ("", ".", "..") for part in name.split("/")):
+        raise BadInput("<model name>", "model", f"{model!r} is not a safe relative folder name")
+    return name
 
 
 def job_dir(run_dir, model: str, fold: int) -> Path:
@@ -57,10 +53,24 @@ def oof_path(run_dir, model: str) -> Path:
 
 
 def job_models(run_dir) -> list[str]:
-    """Model names that have a jobs/ folder holding at least one fold folder, sorted."""
+    """Names of the models with at least one fold folder under jobs/ (nested names such as timm/x included), sorted."""
     jobs = Path(run_dir) / "jobs"
-    names = [model_of_dir_name(p.name) for p in jobs.iterdir() if p.is_dir()] if jobs.is_dir() else []
-    return sorted(n for n in names if fold_dirs(run_dir, n))
+    found = []
+    for d, subdirs, _ in os.walk(jobs):
+        here = Path(d)
+        folds = [s for s in subdirs if _fold_index(s) is not None]
+        if folds and here != jobs:
+            found.append(here.relative_to(jobs).as_posix())
+        subdirs[:] = [s for s in subdirs if _fold_index(s) is None]     # no models inside a fold folder
+    return sorted(found)
+
+
+def _fold_index(name: str) -> int | None:
+    """k for a canonical fold folder name fold<k> (fold3; not fold03, fold٣), else None."""
+    digits = name[4:]
+    if name.startswith("fold") and digits.isascii() and digits.isdigit() and name == f"fold{int(digits)}":
+        return int(digits)
+    return None
 
 
 def fold_dirs(run_dir, model: str) -> list[tuple[int, Path]]:
@@ -68,10 +78,7 @@ def fold_dirs(run_dir, model: str) -> list[tuple[int, Path]]:
     mdir = Path(run_dir) / "jobs" / model_dir_name(model)
     if not mdir.is_dir():
         return []
-    found = [(int(p.name[4:]), p) for p in mdir.iterdir()
-             if p.is_dir() and p.name.startswith("fold") and p.name[4:].isascii() and p.name[4:].isdigit()
-             and p.name == f"fold{int(p.name[4:])}"]          # fold3, not fold03 or fold٣
-    return sorted(found)
+    return sorted((_fold_index(p.name), p) for p in mdir.iterdir() if p.is_dir() and _fold_index(p.name) is not None)
 
 
 # ---------------------------------------------------------------- JSON and DONE

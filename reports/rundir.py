@@ -184,12 +184,12 @@ def load_run(run_dir) -> Run:
                    for part, name in runfiles.LOGITS.items()}))
         ens = runfiles.ensemble_path(root, name)
         if ens.exists():
-            mr.ensemble, mr.ensemble_source = read_logits(ens), f"ensemble/{ens.name}"
+            mr.ensemble, mr.ensemble_source = read_logits(ens), ens.relative_to(root).as_posix()
         else:
             mr.ensemble, mr.ensemble_source = _fallback_ensemble(root, name, splits, mr.folds)
         oof = runfiles.oof_path(root, name)
         if oof.exists():
-            mr.oof, mr.oof_source = read_logits(oof), f"oof/{oof.name}"
+            mr.oof, mr.oof_source = read_logits(oof), oof.relative_to(root).as_posix()
         else:
             mr.oof, mr.oof_source = _fallback_oof(root, name, splits, mr.folds)
         if mr.ensemble is not None and mr.ensemble["logits"].shape[1] != len(class_names):

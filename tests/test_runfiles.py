@@ -64,25 +64,27 @@ def test_write_then_read_round_trip(tmp_path):
     assert z["labels"].dtype == np.int64 and z["probs"].shape == (2, 2)
 
 
-def test_model_dir_names_are_one_path_component_and_reversible(tmp_path):
-    for name in ("resnet50_cbam", "timm/convnext_tiny.fb_in1k", "pkg.mod:factory", "a%2Fb", "../../etc"):
-        d = R.model_dir_name(name)
-        assert "/" not in d and d not in (".", "..") and R.model_of_dir_name(d) == name
-        assert R.job_dir(tmp_path, name, 3).parent.parent == tmp_path / "jobs"
-    assert R.model_dir_name("resnet50_cbam") == "resnet50_cbam"     # built-in names: the paths they always had
-    for bad in ("", ".", ".."):
-        with pytest.raises(BadInput):
-            R.model_dir_name(bad)
+def test_model_folders_are_their_names_and_never_leave_the_run(tmp_path):
+    assert R.job_dir(tmp_path, "resnet50_cbam", 3) == tmp_path / "jobs" / "resnet50_cbam" / "fold3"
+    assert R.job_dir(tmp_path, "timm/convnext_tiny.fb_in1k", 0) == tmp_path / "jobs/timm/convnext_tiny.fb_in1k/fold0"
+    assert R.ensemble_path(tmp_path, "pkg.mod:factory") == tmp_path / "ensemble" / "pkg.mod:factory.npz"
+    for bad in ("", ".", "..", "../../etc", "/abs", "timm/../x", "timm//x", "a\\b", "a\x00b", None):
+        with pytest.raises(BadInput) as ei:
+            R.job_dir(tmp_path, bad, 0)
+        assert ei.value.field == "model"
 
 
-def test_fold_dirs_are_canonical_and_sorted(tmp_path):
+def test_fold_dirs_are_canonical_and_job_models_find_nested_names(tmp_path):
     for name in ("fold10", "fold2", "fold03", "foldx", "fold"):
         (tmp_path / "jobs" / "m" / name).mkdir(parents=True)
     (tmp_path / "jobs" / "m" / "fold1").write_text("a file, not a job")
     assert [k for k, _ in R.fold_dirs(tmp_path, "m")] == [2, 10]
-    (tmp_path / "jobs" / "stray").mkdir()                               # no fold folder: not a model
-    (tmp_path / "jobs" / R.model_dir_name("timm/x") / "fold0").mkdir(parents=True)
-    assert R.fold_dirs(tmp_path, "absent") == [] and R.job_models(tmp_path) == ["m", "timm/x"]
+    assert R.fold_dirs(tmp_path, "absent") == []
+    (tmp_path / "jobs" / "stray").mkdir()                                   # no fold folder: not a model
+    (tmp_path / "jobs" / "timm" / "x" / "fold0").mkdir(parents=True)         # timm/x nests
+    (tmp_path / "jobs" / "m" / "fold2" / "inner" / "fold0").mkdir(parents=True)   # nothing inside a fold folder
+    assert R.job_models(tmp_path) == ["m", "timm/x"]
+    assert R.job_models(tmp_path / "nowhere") == []
 
 
 def test_class_names_come_from_splits_with_one_legacy_default():
