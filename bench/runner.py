@@ -5,6 +5,7 @@ The run directory is the only state: `run_job(run_dir, model, fold)` needs nothi
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import sys
@@ -69,12 +70,12 @@ _log = logging.getLogger("fibrobench.run").info  # shown as "fibrobench run: ...
 _IMAGES: dict = {}
 
 
-def load_data(source: str, size: int, cache_dir=None, progress=False):
-    """(manifest df, uint8 images [N,3,S,S]); the images of the last (source, size) are kept in memory."""
+def load_data(source: str, size: int, cache_dir=None, progress=False, task=None):
+    """(manifest df labelled by `task`, uint8 images [N,3,S,S]); the images of the last (source, size) stay in memory."""
     from protocols.cache import load_images
     from protocols.data import load_manifest
 
-    df = load_manifest(source)
+    df = load_manifest(source, task=task)
     key = (str(source), int(size), str(cache_dir), tuple(df["image_id"]))
     if key not in _IMAGES:
         _IMAGES.clear()
@@ -82,12 +83,13 @@ def load_data(source: str, size: int, cache_dir=None, progress=False):
     return df, _IMAGES[key]
 
 
-def build_model(p: Protocol, name: str, num_classes: int):
-    """The registry model for this protocol (pretrained per protocol, activation swapped if asked)."""
+def build_model(p: Protocol, name: str):
+    """The registry model for this protocol: one output per class of its task, pretrained per protocol,
+    activation swapped if asked."""
     from models import create_model
     from models.activations import set_activation
 
-    m = create_model(name, num_classes=num_classes, pretrained=p.pretrained, input_size=p.data.input_size,
+    m = create_model(name, num_classes=len(p.task.classes), pretrained=p.pretrained, input_size=p.data.input_size,
                      allow_random_init=p.allow_random_init)
     n_swapped = set_activation(m, p.train.activation)
     return m, n_swapped
@@ -140,15 +142,17 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if any(k < 0 or k >= p.split.n_folds for k in folds):
         raise BadInput("--folds", "folds", f"fold indices must be in 0..{p.split.n_folds - 1}, got {folds}")
     run_dir = Path(opts.out) if opts.out else default_out(p)
+    df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress and sys.stderr.isatty(),
+                      task=p.task)
+    task_source = "protocol" if p.task is not None else "inferred: the data's labels, sorted by name"
+    p = dataclasses.replace(p, task=df.attrs["task"])   # the resolved protocol always names its classes
     run_dir.mkdir(parents=True, exist_ok=True)
     sha = protocol_sha256(p)
     run_path = run_dir / "run.json"
     previous = read_json(run_path, required=False)
     if previous and previous.get("protocol_sha256") != sha:
         raise BadInput(run_path, "protocol_sha256", "this run dir was made with a different protocol "
-                       "(or different --models/--epochs/--deterministic); use a new --out")
-
-    df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress and sys.stderr.isatty())
+                       "(or different --models/--epochs/--deterministic, or another task); use a new --out")
     fingerprint = data_fingerprint(df)
     if previous and previous.get("data", {}).get("fingerprint") != fingerprint:
         raise BadInput(run_path, "data.fingerprint", "the data changed since this run dir was made; use a new --out")
@@ -157,6 +161,9 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if splits_path.exists():
         splits = read_splits(splits_path)
         check_matches_manifest(splits, df, splits_path)
+        if class_names(splits, splits_path) != list(p.task.classes):
+            raise BadInput(splits_path, "class_names", f"{class_names(splits, splits_path)} differ from the task's "
+                           f"{list(p.task.classes)}; use a new --out")
         want = {"level": p.split.level, "seed": p.split.seed, "test_fraction": p.split.test_fraction,
                 "n_folds": p.split.n_folds}
         if {k: splits[k] for k in want} != want:
@@ -164,13 +171,12 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
                            f"match the protocol's {want}; use a new --out")
     else:
         splits = make_splits(df, p.split.level, p.split.test_fraction, p.split.n_folds, p.split.seed,
-                             groups=_clusters_for(df, p))
+                             groups=_clusters_for(df, p), class_names=list(p.task.classes))
         write_splits(run_dir, splits)
 
     models_info = {}
-    n_classes = len(class_names(splits, splits_path))
     for name in p.models:   # builds each model once: fails early on unknown names / missing weights
-        m, swapped = build_model(p, name, n_classes)
+        m, swapped = build_model(p, name)
         models_info[name] = {"weights": m.fibro_weights, "params": int(sum(t.numel() for t in m.parameters())),
                              "activation": p.train.activation, "activation_swaps": swapped}
         if getattr(m, "fibro_code", None):  # a user factory: which file of code built it
@@ -183,6 +189,7 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
         "protocol": p.to_dict(),
         "protocol_sha256": sha,
         "protocol_source": str(Path(protocol.source).resolve()) if protocol.source else None,
+        "task_source": task_source,
         "overrides": overrides,
         "data": {"root": str(df.attrs.get("root", "")), "source": str(Path(opts.data).resolve()),
                  "fingerprint": fingerprint, "n_images": int(len(df)),
@@ -232,10 +239,12 @@ def run_job(run_dir, model: str, fold: int, device: str = "auto", progress: bool
     splits = read_splits(run_dir / "splits.json")
     if splits["sha256"] != run["splits_sha256"]:
         raise BadInput(run_dir / "splits.json", "sha256", "differs from run.json splits_sha256")
-    df, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"))
+    df, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"), task=p.task)
     seed = fold_seed(p, fold)
     seed_job(seed)
-    model_obj, swapped = build_model(p, model, len(class_names(splits, run_dir / "splits.json")))
+    if class_names(splits, run_dir / "splits.json") != list(p.task.classes):
+        raise BadInput(run_dir / "splits.json", "class_names", f"differ from run.json's task {list(p.task.classes)}")
+    model_obj, swapped = build_model(p, model)
     return train_fold(job, p, model_obj, images, df["label"].to_numpy(), df["image_id"].tolist(),
                       partition_of(splits, fold), seed=seed, device=device, progress=progress,
                       extra_done={"model": model, "fold": fold, "activation_swaps": swapped,
