@@ -158,8 +158,13 @@ grid: null                # no tuning study in a smoke run
 
 
 def claims_yaml(name: str, classes: list[str], ordinal: bool, positive: str | None) -> str:
-    c0 = classes[0]
-    kappa = (0.9 - 1 / len(classes)) / (1 - 1 / len(classes))   # 90 % correct, equal supports: chance = 1/C
+    from reports.exact_metrics import matrix_counts, overall, weighted_kappa
+
+    c0, k = classes[0], len(classes)
+    # the examples' numbers come from one matrix: 20 test images per class, 18 right, 2 taken for the next class
+    cm = [[18 if j == i else 2 if j == (i + 1) % k else 0 for j in range(k)] for i in range(k)]
+    x = overall(matrix_counts(cm))
+    kappa, mcc, qwk = float(x["kappa"]), float(x["mcc"]), float(weighted_kappa(cm, "quadratic"))
     per = ", ".join(f"{_q(c)}: {{precision: \"0.900\", recall: \"0.900\", f1: \"0.900\"}}" for c in classes[:2])
     counts = ", ".join(f"{_q(c)}: 100" for c in classes)
     trainval_counts = ", ".join(f"{_q(c)}: 80" for c in classes)
@@ -213,7 +218,7 @@ def claims_yaml(name: str, classes: list[str], ordinal: bool, positive: str | No
         "#|         kind_note: \"\"",
         "#|         evaluated_on: test            # a set under sets: gives N and the class supports",
         "#|         metrics: {accuracy: \"90.00%\", macro_f1: \"0.900\", balanced_accuracy: \"90.00%\", "
-        + (f"kappa: \"{kappa:.3f}\", quadratic_kappa: \"0.900\"" if ordinal else "mcc: \"0.800\"") + "}",
+        + (f"kappa: \"{kappa:.3f}\", quadratic_kappa: \"{qwk:.3f}\"" if ordinal else f"mcc: \"{mcc:.3f}\"") + "}",
         f"#|         per_class: {{{per}}}",
         f"#|         counts: {{{_q(c0)}: {{tp: 18, fp: 2, fn: 2, tn: {20 * len(classes) - 22}}}}}",
         "#|         # n_correct: 54              # correctly classified, as printed",
