@@ -109,7 +109,7 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     """Write leakage.json (once per splits) and apply the protocol's gate; False = the run must stop."""
     if p.leakage.gate == "off":
         return True
-    from protocols.leakage import audit_splits
+    from protocols.leakage import audit_splits, gate_failures
 
     path = run_dir / "leakage.json"
     audit = None
@@ -122,8 +122,9 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
         audit = audit_splits(df, splits, df.attrs.get("root"))
         audit["provenance"] = provenance.collect(seeds={"split": splits.get("seed")})
         write_json(path, audit)
-    if audit.get("verdict") == "leak":
-        reasons = "; ".join(audit.get("reasons", [])) or "see leakage.json"
+    failures = gate_failures(audit)          # leakage, and label conflicts (their own finding)
+    if failures:
+        reasons = "; ".join(failures)
         if p.leakage.gate == "fail":
             _log(f"leakage gate FAILED ({reasons}); not training (leakage.gate: fail)")
             return False

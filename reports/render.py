@@ -14,6 +14,7 @@ from reports.claims_checks import audit_claims
 from reports.metrics import MACRO_CONVENTION
 from reports.errors import ReportInputError
 from reports.leakage_view import leakage_context
+from reports.split_gap import load as split_gap_load
 from reports.rundir import Run, load_run
 from reports.summary import summarize_loaded
 
@@ -215,6 +216,7 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "leakage": run.leakage,
         "leakage_view": leakage_view,
         "leakage_error": leakage_error,
+        "split_gap": split_gap_load(run.path),     # the demo's image- vs patient-level table, when present
         "task": summary["task"],
         "words": task_words(summary["task"]),
         "headline": headline(summary["task"]),
