@@ -32,7 +32,7 @@ from PIL import Image
 from protocols.atomic import write_json, write_text
 from protocols.errors import BadInput
 from protocols.runfiles import LEGACY_CLASS_NAMES as CLASS_NAMES  # the synthetic data are METAVIR stages
-from protocols.synth_render import SITES, make_patient, render_frame
+from protocols.synth_render import DEFAULT_EFFECT_SIZE, SITES, make_patient, render_frame
 
 SYNTH_VERSION = "1"
 PAPER_IMAGE_COUNTS = (2114, 861, 793, 857, 1698)   # the public dataset's images per stage (6,323 in all)
@@ -77,7 +77,7 @@ def patient_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), 1, int(index)]))
 
 
-def render_patient_frames(row: dict, seed: int, size=(800, 600), effect_size: float = 1.0, overlay: bool = True):
+def render_patient_frames(row: dict, seed: int, size=(800, 600), effect_size: float = DEFAULT_EFFECT_SIZE, overlay: bool = True):
     """All frames of one planned patient, as a list of uint8 [H, W] arrays."""
     rng = patient_rng(seed, row["index"])
     p = make_patient(rng, row["patient_id"], int(row["stage"]), row["device"], row["site"], size=size,
@@ -111,7 +111,7 @@ def _check_target(out: Path, overwrite: bool) -> None:
 
 
 def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0, size=(800, 600),
-                     effect_size: float = 1.0, hide_patient_id: bool = False, overlay: bool = True,
+                     effect_size: float = DEFAULT_EFFECT_SIZE, hide_patient_id: bool = False, overlay: bool = True,
                      progress: bool = False, workers: int = 1, overwrite: bool = False,
                      provenance: dict | None = None) -> pd.DataFrame:
     """Write a synthetic dataset to out_dir; return the full truth (path, label, patient_id, site, device).
