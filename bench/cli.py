@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # order = order in --help; module names are stable, the CLI contract lives in DESIGN.md
-COMMANDS = ["synth", "models", "run", "leakage", "latency", "audit_claims", "report", "gate", "demo"]
+COMMANDS = ["synth", "models", "run", "leakage", "shortcuts", "latency", "audit_claims", "report", "gate", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

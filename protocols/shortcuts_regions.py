@@ -1,7 +1,8 @@
 """Region masks of a frame at the model's input size (sector, outside, burned-in text) and region replacement.
 
 Masks come from the leakage module's sector masking (protocols/hashing.sector_mask) on the frame decoded at
-~192 px wide (hashing.load_gray), then are box-resampled to the model's S x S input (the cache resizes the whole
+~192 px wide (hashing.load_gray), after subtracting the frame's background level (median of its outer ring, so
+a grey rather than black background is not taken for tissue), then are box-resampled to the model's S x S input (the cache resizes the whole
 frame to S x S, aspect ratio not kept, so the same resampling lines the masks up with the cached pixels):
   sector   input pixels at least half covered by the detected sector (the tissue);
   outside  every other pixel (background, burned-in text, depth scale, grey bar);
@@ -27,10 +28,21 @@ FILLS = ("mean", "noise")
 TEXT_DILATE = 2
 
 
+def background_level(gray: np.ndarray) -> float:
+    """Median grey level of the frame's outermost 2-pixel ring, saturated (text) pixels left out."""
+    g = np.asarray(gray, dtype=np.float32)
+    ring = np.concatenate([g[:2].ravel(), g[-2:].ravel(), g[2:-2, :2].ravel(), g[2:-2, -2:].ravel()])
+    ring = ring[ring < SATURATION]
+    return float(np.median(ring)) if ring.size else 0.0
+
+
 def frame_masks(gray: np.ndarray, size: int) -> dict[str, np.ndarray]:
     """{"sector", "outside", "text"} bool [size, size] masks of one grey frame (any resolution)."""
-    sec = sector_mask(gray)
-    sat = (np.asarray(gray) >= SATURATION).astype(np.uint8)
+    g = np.asarray(gray, dtype=np.float32)
+    bg = background_level(g)
+    # a grey (not black) background would read as tissue to sector_mask's fixed threshold: take it off first
+    sec = sector_mask(np.where(g >= SATURATION, g, np.clip(g - bg, 0, None)) if bg > 0 else g)
+    sat = (g >= SATURATION).astype(np.uint8)
     text = (ndimage.maximum_filter(sat, size=2 * TEXT_DILATE + 1) > 0) & ~sec
     f_sec = resample(sec.astype(np.float32), size, size)
     f_text = resample(text.astype(np.float32), size, size)

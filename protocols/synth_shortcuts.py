@@ -21,8 +21,9 @@ from protocols.synth_render import OVERLAY_LEVEL, SITES, geometry
 
 SHORTCUTS = ("none", "text", "device", "border")
 STAGE_DEVICES = ("D1", "D2", "D3", "D6", "D7")   # D1-D3 exist only at site S1, D6-D7 only at S2
-BORDER_STEP = 5        # grey levels per stage outside the sector; 4 * 5 = 20 stays below the sector detector's
-                       # threshold (protocols/hashing.sector_mask), so masking still finds the sector
+BORDER_STEP = 12       # grey levels per stage outside the sector (0..48). A step of 5 was too weak for a small CNN
+                       # to prefer over memorising patients. Levels above ~40 defeat hashing.sector_mask's fixed
+                       # threshold, so the shortcut audit subtracts the frame's background level first.
 
 
 def check(kind: str, strength: float, where="synth") -> None:
@@ -65,7 +66,7 @@ def apply_cue(img: np.ndarray, kind: str, cue: int, device: str) -> np.ndarray:
     if kind == "border":
         img[outside & (img == 0)] = BORDER_STEP * int(cue)
         return img
-    q = max(2, int(round(0.03 * H)))                       # square side
+    q = max(3, int(round(0.04 * H)))                       # square side
     y0 = H - int(round(0.03 * H)) - q
     marker = np.zeros_like(outside)
     for k in range(int(cue) + 1):
