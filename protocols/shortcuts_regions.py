@@ -1,8 +1,8 @@
 """Region masks of a frame at the model's input size (sector, outside, burned-in text) and region replacement.
 
 Masks come from the leakage module's sector masking (protocols/hashing.sector_mask) on the frame decoded at
-~192 px wide (hashing.load_gray), after subtracting the frame's background level (median of its outer ring, so
-a grey rather than black background is not taken for tissue), then are box-resampled to the model's S x S input (the cache resizes the whole
+~192 px wide (hashing.load_gray) — when the frame's background (median of its outer ring) is grey rather than
+black, on |grey - background| + 2 x local SD instead, so a grey background is not taken for tissue — then are box-resampled to the model's S x S input (the cache resizes the whole
 frame to S x S, aspect ratio not kept, so the same resampling lines the masks up with the cached pixels):
   sector   input pixels at least half covered by the detected sector (the tissue);
   outside  every other pixel (background, burned-in text, depth scale, grey bar);
@@ -40,8 +40,14 @@ def frame_masks(gray: np.ndarray, size: int) -> dict[str, np.ndarray]:
     """{"sector", "outside", "text"} bool [size, size] masks of one grey frame (any resolution)."""
     g = np.asarray(gray, dtype=np.float32)
     bg = background_level(g)
-    # a grey (not black) background would read as tissue to sector_mask's fixed threshold: take it off first
-    sec = sector_mask(np.where(g >= SATURATION, g, np.clip(g - bg, 0, None)) if bg > 0 else g)
+    if bg > 0:
+        # a grey (not black) background reads as tissue to sector_mask's threshold, and tissue darker than it
+        # (far field, vessels) would be lost by subtracting it: mask |g - bg| + 2 x local SD (3 x 3) instead,
+        # which is 0 on a flat background and positive on speckle of any brightness
+        sd = np.sqrt(np.clip(ndimage.uniform_filter(g * g, 3) - ndimage.uniform_filter(g, 3) ** 2, 0, None))
+        sec = sector_mask(np.where(g >= SATURATION, g, np.abs(g - bg) + 2 * sd))
+    else:
+        sec = sector_mask(g)
     sat = (g >= SATURATION).astype(np.uint8)
     text = (ndimage.maximum_filter(sat, size=2 * TEXT_DILATE + 1) > 0) & ~sec
     f_sec = resample(sec.astype(np.float32), size, size)

@@ -147,6 +147,25 @@ def _per_cluster(codes, values):
     return np.array(keys), [Counter(by[k]).most_common(1)[0][0] for k in keys]
 
 
+def cramers_v(li, mi, n_rows: int, n_cols: int) -> np.ndarray:
+    """Cramér's V (uncorrected) of paired codes li, mi [..., n] (one table per leading index), vectorised.
+
+    chi2 = n (sum O^2 / (row * col) - 1) over the non-empty rows and columns; V = sqrt(chi2 / (n (k - 1))) with
+    k = min(non-empty rows, non-empty columns); NaN where k < 2 (tested against scipy.stats.contingency).
+    """
+    li, mi = np.atleast_2d(li), np.atleast_2d(mi)
+    reps, n = li.shape
+    flat = (li * n_cols + mi) + (np.arange(reps) * n_rows * n_cols)[:, None]
+    O = np.bincount(flat.ravel(), minlength=reps * n_rows * n_cols).reshape(reps, n_rows, n_cols).astype(float)
+    r, c = O.sum(2), O.sum(1)
+    denom = r[:, :, None] * c[:, None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chi2 = n * (np.where(denom > 0, O ** 2 / np.where(denom > 0, denom, 1), 0).sum((1, 2)) - 1)
+        k = np.minimum((r > 0).sum(1), (c > 0).sum(1))
+        v = np.sqrt(np.clip(chi2, 0, None) / (n * (k - 1)))
+    return np.where(k >= 2, v, np.nan)
+
+
 def label_association(labels, meta, codes, n_boot: int = 2000, seed: int = 0) -> dict:
     """Association of label with a metadata column at cluster level: chi-square, permutation p, Cramér's V + CI."""
     _, lab = _per_cluster(codes, list(labels))
@@ -158,30 +177,18 @@ def label_association(labels, meta, codes, n_boot: int = 2000, seed: int = 0) ->
     base = {"n_clusters": int(n), "levels": [str(x) for x in mv]}
     if len(lv) < 2 or len(mv) < 2:
         return {**base, "chi2": None, "df": 0, "p": None, "p_permutation": None, "cramers_v": None,
-                "cramers_v_ci": [None, None], "note": "one label or one level: no association measurable"}
-
-    def table(a, b):
-        t = np.zeros((len(lv), len(mv)), dtype=np.int64)
-        np.add.at(t, (a, b), 1)
-        return t
-
-    def v_of(t):
-        t = t[t.sum(1) > 0][:, t.sum(0) > 0]
-        if min(t.shape) < 2:
-            return float("nan")
-        return float(association(t, method="cramer", correction=False))
-
-    t = table(li, mi)
+                "cramers_v_ci": [None, None], "associated": False,
+                "note": "one label or one level: no association measurable"}
+    t = np.zeros((len(lv), len(mv)), dtype=np.int64)
+    np.add.at(t, (li, mi), 1)
     chi2, p, dof, _ = _st.chi2_contingency(t, correction=False)
-    v = v_of(t)
+    v = float(association(t, method="cramer", correction=False))
     rng = np.random.default_rng(seed)
-    perm_v = np.array([v_of(table(rng.permutation(li), mi)) for _ in range(N_PERM)])
+    perm_li = li[np.argsort(rng.random((N_PERM, n)), axis=1)]                  # N_PERM label shuffles
+    perm_v = cramers_v(perm_li, np.broadcast_to(mi, perm_li.shape), len(lv), len(mv))
     p_perm = float((1 + np.sum(perm_v >= v - 1e-12)) / (1 + N_PERM))
-    boot_v = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        boot_v.append(v_of(table(li[idx], mi[idx])))
-    lo, hi = S.percentile_ci(np.array(boot_v))
+    idx = rng.integers(0, n, (n_boot, n))
+    lo, hi = S.percentile_ci(cramers_v(li[idx], mi[idx], len(lv), len(mv)))
     return {**base, "chi2": float(chi2), "df": int(dof), "p": float(p), "p_permutation": p_perm,
             "cramers_v": v, "cramers_v_ci": [_f(lo), _f(hi)], "n_permutations": N_PERM,
             "associated": bool(p_perm < ALPHA_META),
