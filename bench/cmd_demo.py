@@ -1,4 +1,4 @@
-"""`fibrobench demo`: synth -> smoke protocol -> leakage -> latency -> claims audit -> report, on CPU."""
+"""`fibrobench demo`: synth -> smoke protocol -> leakage -> shortcuts -> latency -> claims audit -> report, on CPU."""
 from __future__ import annotations
 
 import time
@@ -8,7 +8,8 @@ NAME = "demo"
 HELP = "run the whole pipeline end to end on built-in synthetic data (CPU, minutes)"
 DESCRIPTION = (
     "Generates a small synthetic B-mode ultrasound dataset, trains the smoke protocol (ResNet-50 and "
-    "ResNet-50+CBAM, 5 folds, tiny inputs), audits the splits for leakage, measures latency, audits the "
+    "ResNet-50+CBAM, 5 folds, tiny inputs), audits the splits for leakage, audits the models for shortcuts "
+    "(tissue vs frame), measures latency, audits the "
     "target paper's claims and renders one self-contained report.html. A smoke run is not a reproduction."
 )
 
@@ -36,6 +37,7 @@ def _steps(args) -> list[tuple[str, list[str]]]:
                                   "--device", args.device]),
         ("leakage audit", ["leakage", "--data", str(data), "--splits", str(run / "splits.json"),
                            "--json", str(run / "leakage.json")]),
+        ("shortcut audit", ["shortcuts", str(run), "--device", args.device]),
         ("latency", ["latency", "--models", "resnet50,resnet50_cbam", "--device", args.device,
                      "--input-size", "64", "--batch-sizes", "1,16", "--runs", "20", "--precisions", "fp32",
                      "--throughput-runs", "5", "--train-batch", "16", "--train-runs", "5",

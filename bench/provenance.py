@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 PACKAGES = ["fibrobench", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn",
-            "statsmodels", "pandas", "jinja2", "pyyaml", "matplotlib", "pillow", "submitit", "pulp"]
+            "statsmodels", "pandas", "jinja2", "pyyaml", "matplotlib", "pillow", "submitit", "pulp", "grad-cam"]
 
 _REPO = Path(__file__).resolve().parent.parent
 

@@ -50,15 +50,17 @@ def frame_masks(gray: np.ndarray, size: int) -> dict[str, np.ndarray]:
         sec = sector_mask(g)
     sat = (g >= SATURATION).astype(np.uint8)
     text = (ndimage.maximum_filter(sat, size=2 * TEXT_DILATE + 1) > 0) & ~sec
-    f_sec = resample(sec.astype(np.float32), size, size)
-    f_text = resample(text.astype(np.float32), size, size)
+    f_sec, f_text = resample(np.stack([sec, text]).astype(np.float32), size, size)
     sector = f_sec >= 0.5
     return {"sector": sector, "outside": ~sector, "text": (f_text > 0) & ~sector}
 
 
 def region_masks(paths, size: int) -> dict[str, np.ndarray]:
     """Masks of many image files: {"sector", "outside", "text"} bool [N, size, size]."""
-    per = [frame_masks(load_gray(p), size) for p in paths]
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):           # small matmuls: a multi-threaded BLAS only spins on a busy machine
+        per = [frame_masks(load_gray(p), size) for p in paths]
     if not per:
         return {r: np.zeros((0, size, size), bool) for r in REGIONS}
     return {r: np.stack([m[r] for m in per]) for r in REGIONS}

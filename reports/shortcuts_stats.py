@@ -216,6 +216,7 @@ def linear_probe(features, target, codes, n_boot: int, seed: int = 0) -> dict:
     from sklearn.model_selection import GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     y = np.asarray(target).astype(str)
     codes = np.asarray(codes)
@@ -229,14 +230,16 @@ def linear_probe(features, target, codes, n_boot: int, seed: int = 0) -> dict:
     # features are wide (fold models x 2048 for ResNet-50) and holdouts small: PCA to at most PROBE_DIMS
     # components (fitted inside each training fold) keeps the fit fast and the probe linear
     n_comp = max(1, min(PROBE_DIMS, X.shape[1], int(len(y) * (k - 1) / k) - 1))
-    clf = make_pipeline(StandardScaler(), PCA(n_components=n_comp, random_state=seed),
+    clf = make_pipeline(StandardScaler(), PCA(n_components=n_comp, svd_solver="full"),
                         LogisticRegression(C=1.0, max_iter=2000))
     pred = np.empty(len(y), dtype=y.dtype)
-    for tr, te in GroupKFold(n_splits=k).split(X, y, groups=codes):
-        if len(np.unique(y[tr])) < 2:        # a training fold with one level: that level is the prediction
-            pred[te] = y[tr][0]
-        else:
-            pred[te] = clf.fit(X[tr], y[tr]).predict(X[te])
+    # small matrices: one BLAS thread (a multi-threaded BLAS on a busy 2-core box spun for seconds per fit)
+    with threadpool_limits(1):
+        for tr, te in GroupKFold(n_splits=k).split(X, y, groups=codes):
+            if len(np.unique(y[tr])) < 2:        # a training fold with one level: that level is the prediction
+                pred[te] = y[tr][0]
+            else:
+                pred[te] = clf.fit(X[tr], y[tr]).predict(X[te])
     ok = pred == y
     acc = proportion_ci(ok, S.group_codes(codes.tolist()), boot(S.group_codes(codes.tolist()), n_boot, seed))
     lo = acc["ci"][0]
