@@ -96,6 +96,7 @@ def audit(run_dir, models=None, device="auto", gradcam: int = 64, full: bool = F
     from bench.provenance import collect
     from bench.runner import load_data, read_run
     from protocols import shortcuts as SC
+    from protocols.data import data_fingerprint
     from protocols.errors import BadInput
     from protocols.shortcuts_regions import fill_stats, region_masks, replace
     from protocols.splits import read_splits
@@ -124,6 +125,9 @@ def audit(run_dir, models=None, device="auto", gradcam: int = 64, full: bool = F
     rt = Runtime.from_protocol(p, dev)
     size = p.data.input_size
     df, images = load_data(run["data"]["source"], size, run["options"].get("cache_dir"))
+    if data_fingerprint(df) != run["data"].get("fingerprint"):
+        raise BadInput(run["data"]["source"], "data.fingerprint", "the data changed since this run was trained; "
+                       "the audit needs the images the run saw")
     row = {i: k for k, i in enumerate(df["image_id"])}
     test_ids = [str(i) for i in splits["holdout"]["test"]]
     missing = [i for i in test_ids + list(splits["holdout"]["trainval"]) if i not in row]
@@ -163,7 +167,8 @@ def audit(run_dir, models=None, device="auto", gradcam: int = 64, full: bool = F
         if set(pos) != set(test_ids):
             raise BadInput(mr.ensemble["path"], "ids", "do not match splits.json holdout")
         base_pred = e["probs"][[pos[i] for i in test_ids]].argmax(1)
-        folds = [f.fold for f in mr.folds if f.done is not None]
+        members = ((run.get("ensemble") or {}).get(name) or {}).get("members")
+        folds = [int(k) for k in members] if members else [f.fold for f in mr.folds if f.done is not None]
         nets = _fold_models(run_dir, p, name, folds, dev)
         entry = {"folds": folds, "n_test": len(test_ids), "timing": {}}
         t = time.perf_counter()
@@ -238,6 +243,8 @@ def main(args) -> int:
 
     if args.n_boot < 100:
         raise BadInput("--n-boot", None, f"need at least 100 resamples, got {args.n_boot}")
+    if args.gradcam < -1:
+        raise BadInput("--gradcam", None, f"must be >= 0, or -1 for all holdout images; got {args.gradcam}")
     if args.batch_size < 1:
         raise BadInput("--batch-size", None, f"must be >= 1, got {args.batch_size}")
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None

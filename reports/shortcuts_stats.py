@@ -282,5 +282,13 @@ def verdict(regions: dict | None, attribution: dict | None, metadata: dict | Non
                        f"sector's {pct(o['area_share']['value'])} share of the image")
     if reasons:
         return "suspect", "; ".join(reasons[:2]) + "."
-    return "clean", ("tissue removal brings accuracy down to the majority-class rate or below, and no region, "
-                     "metadata or attribution test points elsewhere.")
+    sec = [c for c in (regions or {}).get("conditions", []) if c["region"] == "sector"
+           and c["accuracy"].get("value") is not None]
+    if not sec:
+        return "clean", "no region, metadata or attribution test points away from the tissue (no tissue-removal test ran)."
+    top = max(sec, key=lambda c: c["accuracy"]["value"])
+    a = top["accuracy"]
+    lo, hi = (pct(x) if x is not None else "?" for x in a["ci"])
+    return "clean", (f"with the tissue removed accuracy is {pct(a['value'])} (95 % CI {lo}–{hi}), not above the "
+                     f"majority-class rate {pct(regions['majority_rate'])}, and no region, metadata or attribution "
+                     f"test points elsewhere.")

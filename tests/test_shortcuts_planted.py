@@ -65,9 +65,21 @@ def test_each_planted_shortcut_is_flagged(tmp_path, tiny_model, kind):
 
 def test_clean_data_is_not_flagged(tmp_path, tiny_model):
     m, acc = _audit(tmp_path, tiny_model, "none", 3)
+    from bench.cli import main
+    assert main(["shortcuts", str(tmp_path / "run"), "--models", "resnet50"]) == 2      # not in this run
     assert m["verdict"] == "clean", m["reason"]
     orig = m["regions"]["original"]["value"]
     assert orig > m["regions"]["majority_rate"]                       # it learnt the tissue ...
     assert acc["sector/mean"] < orig and acc["sector/noise"] < orig  # ... and loses it with the tissue
     assert acc["outside/mean"] > orig - 0.1
     assert not any(v["association"]["associated"] for v in m["metadata"].values())
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    from bench.cli import main
+
+    assert main(["shortcuts", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run.json" in err
+    assert main(["shortcuts", str(tmp_path), "--gradcam", "-5"]) == 2
+    assert not (tmp_path / "shortcuts.json").exists()
