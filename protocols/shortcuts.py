@@ -78,7 +78,7 @@ def gradcam_target(net: nn.Module, input_size: int, device="cpu"):
 
 
 def gradcam_maps(nets, images: torch.Tensor, targets, mean, std, device, input_size: int,
-                 batch_size: int = 16) -> tuple[np.ndarray, list[str]]:
+                 batch_size: int = 32) -> tuple[np.ndarray, list[str]]:
     """Grad-CAM heatmaps [N, S, S] in 0..1 for class `targets[i]` of image i, averaged over the fold models.
 
     Each model's map is pytorch-grad-cam's (ReLU of the gradient-weighted activations, min-max scaled per image,

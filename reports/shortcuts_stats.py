@@ -109,7 +109,7 @@ def region_tests(labels, base_pred, cond_pred: dict, codes, weights) -> dict:
         drop = paired_diff_ci(base_ok, ok, codes, weights)
         lo = acc["ci"][0]
         entry = {"region": region, "fill": fill, "accuracy": acc, "drop": drop,
-                 "above_majority": bool(lo is not None and lo > maj),
+                 "above_majority": bool(lo is not None and lo > maj),       # the verdict reads it for sector only
                  "relied_on": bool(learned and region != "sector" and drop["value"] is not None
                                    and drop["ci"][0] is not None
                                    and drop["ci"][0] > 0 and drop["value"] >= MIN_DROP)}

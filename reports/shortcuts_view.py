@@ -90,7 +90,7 @@ def shortcuts_context(doc: dict, path="shortcuts.json") -> dict:
         conds = [{"label": REGION_LABEL.get(c.get("region"), c.get("region")), "region": c.get("region"),
                   "fill": c.get("fill"), "acc": _pct(c["accuracy"].get("value")), "ci": _ci_pct(c["accuracy"].get("ci")),
                   "drop": _pct(c["drop"].get("value")), "drop_ci": _ci_pct(c["drop"].get("ci")),
-                  "flag": "above chance without tissue" if c.get("above_majority") else
+                  "flag": "above chance without tissue" if c.get("region") == "sector" and c.get("above_majority") else
                   ("relied on" if c.get("relied_on") else "")} for c in reg["conditions"]]
         att = m.get("attribution") or None
         att_view = None
