@@ -1,16 +1,50 @@
-"""The `fibrobench` command line: one argparse subcommand per module `bench/cmd_<name>.py`.
+"""The `fibrobench` command line: one argparse subcommand per module `bench/commands/<name>.py`.
 
 Each command module defines `NAME`, `HELP`, `add_arguments(parser)` and `main(args) -> int`.
 Errors whose class carries `exit_code = 2` (bad input) print one line and exit 2.
+Diagnostics go through `logging` (loggers under "fibrobench"), shown on stderr as "fibrobench <part>: message";
+results go to stdout with print.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
-# order = order in --help; module names are stable, the CLI contract lives in DESIGN.md
-COMMANDS = ["synth", "models", "run", "leakage", "shortcuts", "latency", "audit_claims", "report", "gate", "demo"]
+# order = order in --help; module names are stable, the CLI contract lives in docs/design.md
+COMMANDS = ["synth", "models", "weights", "run", "leakage", "shortcuts", "latency", "audit_claims", "report", "gate",
+            "demo"]
+
+
+class _Stderr(logging.Handler):
+    """Writes to whatever sys.stderr is when a record is emitted (pytest's capsys swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging's own convention
+            self.handleError(record)
+
+
+class _Prefixed(logging.Formatter):
+    """Logger "fibrobench.run" -> "fibrobench run: message"."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.prefix = record.name.replace(".", " ", 1)
+        return super().format(record)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One stderr handler on the "fibrobench" logger; calling it again changes nothing."""
+    root = logging.getLogger("fibrobench")
+    if not any(isinstance(h, _Stderr) for h in root.handlers):
+        handler = _Stderr()
+        handler.setFormatter(_Prefixed("%(prefix)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,12 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fibrobench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"bench.cmd_{name}")
-        except ModuleNotFoundError as exc:  # a command whose module is not there yet is not offered
-            if exc.name == f"bench.cmd_{name}":
-                continue
-            raise
+        mod = importlib.import_module(f"bench.commands.{name}")
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.add_arguments(p)
         p.set_defaults(_main=mod.main)
@@ -42,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    configure_logging()
     try:
         return int(args._main(args) or 0)
     except KeyboardInterrupt:

@@ -5,20 +5,22 @@ The run directory is the only state: `run_job(run_dir, model, fold)` needs nothi
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import provenance
+from bench.executors import make_executor
 from protocols.atomic import write_json
 from protocols.config import Protocol, apply_overrides, from_dict, load_protocol, protocol_sha256
 from protocols.errors import BadInput
+from protocols.runfiles import class_names, job_dir, read_done, read_json
 from protocols.splits import check_matches_manifest, make_splits, partition_of, read_splits, write_splits
 
 SCHEMA = "fibrobench.run/1"
-NUM_CLASSES = 5
 
 
 @dataclass
@@ -60,8 +62,7 @@ def fold_seed(p: Protocol, fold: int) -> int:
     return p.train.seed + fold
 
 
-def _log(msg: str) -> None:
-    print(f"fibrobench run: {msg}", file=sys.stderr, flush=True)
+_log = logging.getLogger("fibrobench.run").info  # shown as "fibrobench run: ..." (bench.cli.configure_logging)
 
 
 # ---------------------------------------------------------------- data helpers
@@ -69,12 +70,12 @@ def _log(msg: str) -> None:
 _IMAGES: dict = {}
 
 
-def load_data(source: str, size: int, cache_dir=None, progress=False):
-    """(manifest df, uint8 images [N,3,S,S]); the images of the last (source, size) are kept in memory."""
+def load_data(source: str, size: int, cache_dir=None, progress=False, task=None):
+    """(manifest df labelled by `task`, uint8 images [N,3,S,S]); the images of the last (source, size) stay in memory."""
     from protocols.cache import load_images
     from protocols.data import load_manifest
 
-    df = load_manifest(source)
+    df = load_manifest(source, task=task)
     key = (str(source), int(size), str(cache_dir), tuple(df["image_id"]))
     if key not in _IMAGES:
         _IMAGES.clear()
@@ -83,11 +84,12 @@ def load_data(source: str, size: int, cache_dir=None, progress=False):
 
 
 def build_model(p: Protocol, name: str):
-    """The registry model for this protocol (pretrained per protocol, activation swapped if asked)."""
+    """The registry model for this protocol: one output per class of its task, pretrained per protocol,
+    activation swapped if asked."""
     from models import create_model
-    from protocols.trainer import set_activation
+    from models.activations import set_activation
 
-    m = create_model(name, num_classes=NUM_CLASSES, pretrained=p.pretrained, input_size=p.data.input_size,
+    m = create_model(name, num_classes=len(p.task.classes), pretrained=p.pretrained, input_size=p.data.input_size,
                      allow_random_init=p.allow_random_init)
     n_swapped = set_activation(m, p.train.activation)
     return m, n_swapped
@@ -112,7 +114,7 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     path = run_dir / "leakage.json"
     audit = None
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_json(path)
         if old.get("split", {}).get("sha256") == splits["sha256"]:
             audit = old
     if audit is None:
@@ -129,8 +131,9 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     return True
 
 
-def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict] | None:
-    """Create/verify RUN_DIR: splits.json, leakage.json, run.json (status running). None if the gate fails."""
+def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]:
+    """Create/verify RUN_DIR: splits.json, leakage.json, run.json: status "running", or "failed" when the
+    leakage gate stops the run (then nothing is trained)."""
     from protocols.data import data_fingerprint
 
     overrides = overrides_of(opts)
@@ -139,15 +142,17 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if any(k < 0 or k >= p.split.n_folds for k in folds):
         raise BadInput("--folds", "folds", f"fold indices must be in 0..{p.split.n_folds - 1}, got {folds}")
     run_dir = Path(opts.out) if opts.out else default_out(p)
+    df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress and sys.stderr.isatty(),
+                      task=p.task)
+    task_source = "protocol" if p.task is not None else "inferred: the data's labels, sorted by name"
+    p = dataclasses.replace(p, task=df.attrs["task"])   # the resolved protocol always names its classes
     run_dir.mkdir(parents=True, exist_ok=True)
     sha = protocol_sha256(p)
     run_path = run_dir / "run.json"
-    previous = json.loads(run_path.read_text()) if run_path.exists() else None
+    previous = read_json(run_path, required=False)
     if previous and previous.get("protocol_sha256") != sha:
         raise BadInput(run_path, "protocol_sha256", "this run dir was made with a different protocol "
-                       "(or different --models/--epochs/--deterministic); use a new --out")
-
-    df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress and sys.stderr.isatty())
+                       "(or different --models/--epochs/--deterministic, or another task); use a new --out")
     fingerprint = data_fingerprint(df)
     if previous and previous.get("data", {}).get("fingerprint") != fingerprint:
         raise BadInput(run_path, "data.fingerprint", "the data changed since this run dir was made; use a new --out")
@@ -156,6 +161,9 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if splits_path.exists():
         splits = read_splits(splits_path)
         check_matches_manifest(splits, df, splits_path)
+        if class_names(splits, splits_path) != list(p.task.classes):
+            raise BadInput(splits_path, "class_names", f"{class_names(splits, splits_path)} differ from the task's "
+                           f"{list(p.task.classes)}; use a new --out")
         want = {"level": p.split.level, "seed": p.split.seed, "test_fraction": p.split.test_fraction,
                 "n_folds": p.split.n_folds}
         if {k: splits[k] for k in want} != want:
@@ -163,7 +171,7 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
                            f"match the protocol's {want}; use a new --out")
     else:
         splits = make_splits(df, p.split.level, p.split.test_fraction, p.split.n_folds, p.split.seed,
-                             groups=_clusters_for(df, p))
+                             groups=_clusters_for(df, p), class_names=list(p.task.classes))
         write_splits(run_dir, splits)
 
     models_info = {}
@@ -171,6 +179,8 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
         m, swapped = build_model(p, name)
         models_info[name] = {"weights": m.fibro_weights, "params": int(sum(t.numel() for t in m.parameters())),
                              "activation": p.train.activation, "activation_swaps": swapped}
+        if getattr(m, "fibro_code", None):  # a user factory: which file of code built it
+            models_info[name]["code"] = m.fibro_code
         del m
 
     seeds = {"split": p.split.seed, "train": {f"fold{k}": fold_seed(p, k) for k in range(p.split.n_folds)}}
@@ -179,6 +189,7 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
         "protocol": p.to_dict(),
         "protocol_sha256": sha,
         "protocol_source": str(Path(protocol.source).resolve()) if protocol.source else None,
+        "task_source": task_source,
         "overrides": overrides,
         "data": {"root": str(df.attrs.get("root", "")), "source": str(Path(opts.data).resolve()),
                  "fingerprint": fingerprint, "n_images": int(len(df)),
@@ -197,8 +208,6 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if not _leakage_gate(run_dir, df, splits, p):
         run["status"] = "failed"
         run["failure"] = "leakage gate"
-        write_json(run_path, run)
-        return None
     write_json(run_path, run)
     return run_dir, p, run
 
@@ -210,7 +219,7 @@ def read_run(run_dir) -> tuple[dict, Protocol]:
     run_path = Path(run_dir) / "run.json"
     if not run_path.exists():
         raise BadInput(run_path, None, "not a run directory (no run.json)")
-    run = json.loads(run_path.read_text())
+    run = read_json(run_path)
     p = from_dict(run["protocol"], source=str(run_path))
     if protocol_sha256(p) != run["protocol_sha256"]:
         raise BadInput(run_path, "protocol_sha256", "does not match the recorded protocol")
@@ -222,18 +231,21 @@ def run_job(run_dir, model: str, fold: int, device: str = "auto", progress: bool
     from protocols.trainer import seed_job, train_fold
 
     run_dir = Path(run_dir)
-    job_dir = run_dir / "jobs" / model / f"fold{fold}"
-    if (job_dir / "DONE").exists():
-        return json.loads((job_dir / "DONE").read_text())
+    job = job_dir(run_dir, model, fold)
+    done = read_done(job)
+    if done is not None:
+        return done
     run, p = read_run(run_dir)
     splits = read_splits(run_dir / "splits.json")
     if splits["sha256"] != run["splits_sha256"]:
         raise BadInput(run_dir / "splits.json", "sha256", "differs from run.json splits_sha256")
-    df, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"))
+    df, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"), task=p.task)
     seed = fold_seed(p, fold)
     seed_job(seed)
+    if class_names(splits, run_dir / "splits.json") != list(p.task.classes):
+        raise BadInput(run_dir / "splits.json", "class_names", f"differ from run.json's task {list(p.task.classes)}")
     model_obj, swapped = build_model(p, model)
-    return train_fold(job_dir, p, model_obj, images, df["label"].to_numpy(), df["image_id"].tolist(),
+    return train_fold(job, p, model_obj, images, df["label"].to_numpy(), df["image_id"].tolist(),
                       partition_of(splits, fold), seed=seed, device=device, progress=progress,
                       extra_done={"model": model, "fold": fold, "activation_swaps": swapped,
                                   "weights_random_init": bool(model_obj.fibro_weights.get("random_init"))})
@@ -248,12 +260,12 @@ def jobs_of(run: dict) -> list[tuple[str, int]]:
 
 def finish(run_dir) -> dict:
     """Ensemble every model whose jobs are DONE; mark run.json complete (or failed if jobs are missing)."""
-    from protocols.ensemble import ensemble_model
+    from protocols.runfiles import ensemble_model
 
     run_dir = Path(run_dir)
     run, _ = read_run(run_dir)
     splits = read_splits(run_dir / "splits.json")
-    missing = [f"{m}/fold{k}" for m, k in jobs_of(run) if not (run_dir / "jobs" / m / f"fold{k}" / "DONE").exists()]
+    missing = [f"{m}/fold{k}" for m, k in jobs_of(run) if read_done(job_dir(run_dir, m, k)) is None]
     summary = {}
     if not missing:
         for m in run["protocol"]["models"]:
@@ -267,23 +279,23 @@ def finish(run_dir) -> dict:
     return run
 
 
-def run(protocol_path, opts: RunOptions, executor=None) -> tuple[int, Path | None]:
+def run(protocol_path, opts: RunOptions, executor=None) -> tuple[int, Path]:
     """The whole run; returns (exit code, run dir). `executor`: a bench.executors executor (default from opts)."""
-    from bench.executors import make_executor
-
     protocol = load_protocol(protocol_path) if not isinstance(protocol_path, Protocol) else protocol_path
-    prepared = prepare(protocol, opts)
-    if prepared is None:
-        return 1, Path(opts.out) if opts.out else None
-    run_dir, p, run_doc = prepared
+    if opts.executor == "local":     # fail before writing anything (Slurm jobs resolve it on their own node)
+        from protocols.device import resolve_device
+        resolve_device(opts.device)
+    run_dir, p, run_doc = prepare(protocol, opts)
+    if run_doc["status"] == "failed":
+        return 1, run_dir
     jobs = jobs_of(run_doc)
     _log(f"{run_dir}: {len(jobs)} job(s) ({', '.join(p.models)} x folds {run_doc['options']['folds']})")
     ex = executor or make_executor(opts.executor, run_dir, device=opts.device, workers=opts.workers,
                                    progress=opts.progress, slurm=opts.slurm)
     try:
-        ex.run(run_dir, jobs)
+        ex.run(run_job, run_dir, jobs)
     except BaseException:
-        doc = json.loads((run_dir / "run.json").read_text())
+        doc = read_json(run_dir / "run.json")
         doc["status"] = "failed"
         doc["failure"] = "a job raised; re-run the same command to resume"
         write_json(run_dir / "run.json", doc)

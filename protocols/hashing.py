@@ -31,7 +31,7 @@ SATURATION = 245          # grey level at or above which a pixel is treated as o
 THUMB_SIZE = 16           # side of the standardised thumbnail used to verify candidate pairs
 NCC_SHIFT = 1             # verification maximises the correlation over +-NCC_SHIFT cell shifts
 # Linking rule: near-duplicates when pHash <= "phash" AND dHash <= "dhash" bits AND thumbnail NCC >= "ncc".
-# Chosen by bench/leakage_sweep.py (bench/results/leakage_sweep.json "selected"); a test keeps them equal.
+# Chosen by bench/scripts/leakage_sweep.py (bench/results/leakage_sweep.json "selected"); a test keeps them equal.
 DEFAULT_THRESHOLDS = {"phash": 10, "dhash": 18, "ncc": 0.86}
 
 

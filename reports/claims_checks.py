@@ -17,6 +17,7 @@ import numpy as np
 from scipy import stats
 
 from reports import feasibility
+from reports import stats as S
 from reports.claims import CLASS_METRICS, Claims, Num, Result, load_claims
 from reports.errors import ReportInputError
 
@@ -736,21 +737,6 @@ def check_fold_summaries(claims: Claims, rounding: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------- statistics
-def paired_t(a, b, level: float = 0.95, alternative: str = "two-sided") -> dict:
-    """Paired t-test of a - b (scipy.stats.ttest_rel) with mean, sd of differences and the t-interval."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    d = a - b
-    n = len(d)
-    res = stats.ttest_rel(a, b, alternative=alternative)
-    sd = float(np.std(d, ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"n": n, "df": n - 1, "mean_a": float(a.mean()), "sd_a": float(np.std(a, ddof=1)),
-            "mean_b": float(b.mean()), "sd_b": float(np.std(b, ddof=1)), "mean_diff": float(d.mean()),
-            "sd_diff": sd, "t": float(res.statistic), "p": float(res.pvalue),
-            "ci": [float(d.mean()) - half, float(d.mean()) + half]}
-
-
 def _perturbed(nums_a, nums_b, rounding, level, alternative, n_draw=4000, seed=0):
     """Range of each statistic over true fold values that print as the printed ones (random draws + ends)."""
     rng = np.random.default_rng(seed)
@@ -795,7 +781,7 @@ def check_statistic(claims: Claims, st, rounding: str) -> list[dict]:
             len(fa.values[st.metric]) == len(fb.values[st.metric]):
         na, nb = fa.values[st.metric], fb.values[st.metric]
         scale = 100.0 if na[0].percent else 1.0
-        calc = paired_t([float(x) for x in na], [float(x) for x in nb], level, st.alternative)
+        calc = S.paired_t([float(x) for x in na], [float(x) for x in nb], level, st.alternative)
         rng = _perturbed(na, nb, rounding, level, st.alternative)
         calc_s = dict(calc, ci_lo=calc["ci"][0], ci_hi=calc["ci"][1])
         items = [(k, rep[k]) for k in ("mean_a", "sd_a", "mean_b", "sd_b", "mean_diff", "sd_diff", "t", "df", "p")
@@ -968,8 +954,9 @@ def load_summary(run_dir) -> dict:
     return summarize_run(run_dir)
 
 
-def check_reproduction(claims: Claims, summary: dict) -> list[dict]:
+def check_reproduction(claims: Claims, summary: dict, rounding: str | None = None) -> list[dict]:
     """Each claimed value against the reproduced one and its CI (schema of reports.summary.summarize_run)."""
+    rule = rounding or claims.rounding
     out = []
     models = summary.get("models") or {}
     for mname, model in claims.models.items():
@@ -990,33 +977,37 @@ def check_reproduction(claims: Claims, summary: dict) -> list[dict]:
                 fold = (rm.get(where) or {}).get("accuracy")
                 if fold and "accuracy" in r.metrics:
                     out.append(_repro_folds(f"run.{r.id}.accuracy", f"{mname} accuracy (mean of folds, {where})",
-                                            r.source, r.metrics["accuracy"], fold))
+                                            r.source, r.metrics["accuracy"], fold, rule))
                 continue
             ens = rm.get("ensemble") or {}
             for m, num in r.metrics.items():
                 if m in ens:
-                    out.append(_repro(f"run.{r.id}.{m}", f"{mname} {m}", r.source, num, ens[m]))
+                    out.append(_repro(f"run.{r.id}.{m}", f"{mname} {m}", r.source, num, ens[m], rule))
             pcs = ens.get("per_class") or {}
             for cls, mets in r.per_class.items():
                 for m, num in mets.items():
                     if cls in pcs and m in pcs[cls]:
-                        out.append(_repro(f"run.{r.id}.{cls}.{m}", f"{mname} {cls} {m}", r.source, num, pcs[cls][m]))
+                        out.append(_repro(f"run.{r.id}.{cls}.{m}", f"{mname} {cls} {m}", r.source, num, pcs[cls][m],
+                                          rule))
     return out
 
 
-def _repro_folds(cid, subject, source, num: Num, fold: dict) -> dict:
+def _repro_folds(cid, subject, source, num: Num, fold: dict, rounding: str = "round") -> dict:
     """A claimed mean of folds against the t-interval of the reproduced fold scores (between-fold spread only)."""
     vals = [float(v) for v in (fold.get("values") or []) if v is not None]
     if len(vals) < 2:
-        return _repro(cid, subject, source, num, {"value": fold.get("mean"), "ci": None, "sd": fold.get("sd")})
+        return _repro(cid, subject, source, num, {"value": fold.get("mean"), "ci": None, "sd": fold.get("sd")},
+                      rounding)
     mean, sd = float(np.mean(vals)), float(np.std(vals, ddof=1))
     half = float(stats.t.ppf(0.975, len(vals) - 1)) * sd / math.sqrt(len(vals))
-    c = _repro(cid, subject, source, num, {"value": mean, "ci": [mean - half, mean + half]})
+    c = _repro(cid, subject, source, num, {"value": mean, "ci": [mean - half, mean + half]}, rounding)
     c["arithmetic"] += f"; 95% t-interval over {len(vals)} reproduced folds (sd {sd * (100 if num.percent else 1):.2f})"
     return c
 
 
-def _repro(cid, subject, source, num: Num, rep: dict) -> dict:
+def _repro(cid, subject, source, num: Num, rep: dict, rounding: str = "round") -> dict:
+    """Pass when some value that prints as the claimed one lies in the reproduction's CI (compared exactly, as
+    Fractions); a CI of zero width (every resample equal) cannot tell values apart: not_checkable, 'degenerate'."""
     v = rep.get("value")
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return _check(cid, "reproduction", subject, source, "not_checkable", "no reproduced value", "", {})
@@ -1027,13 +1018,24 @@ def _repro(cid, subject, source, num: Num, rep: dict) -> dict:
     unit = "pp" if num.percent else ""
     if ci and len(ci) == 2 and ci[0] is not None and ci[1] is not None:
         lo, hi = float(ci[0]), float(ci[1])
-        inside = lo <= claimed <= hi
+        c_lo, c_hi, c_open = num.interval(rounding)
         arith = f"claimed {num.text}; reproduced {v * scale:.2f}{'%' if num.percent else ''} " \
-                f"[{lo * scale:.2f}, {hi * scale:.2f}]; difference {diff * scale:+.2f}{unit}"
-        return _check(cid, "reproduction", subject, source, "pass" if inside else "fail",
+                f"[{lo * scale:.2f}, {hi * scale:.2f}]; difference {diff * scale:+.2f}{unit}; " \
+                f"printed {num.text} admits {_iv_str(num, rounding)}"
+        vals = {"claimed": claimed, "reproduced": float(v), "ci": [lo, hi], "difference": diff,
+                "claimed_interval": [float(c_lo), float(c_hi)], "rounding": rounding}
+        if lo == hi:
+            return _check(cid, "reproduction", subject, source, "not_checkable",
+                          "degenerate: the reproduction's CI has zero width (every resample gave the same value), "
+                          "so it cannot tell the claimed value from the reproduced one", arith,
+                          {**vals, "degenerate": True})
+        f_lo, f_hi = Fraction(lo), Fraction(hi)
+        inside = f_lo <= num.value <= f_hi
+        overlap = c_lo <= f_hi and (f_lo < c_hi if c_open else f_lo <= c_hi)
+        return _check(cid, "reproduction", subject, source, "pass" if overlap else "fail",
                       "claimed value inside the reproduction's CI" if inside else
-                      "claimed value outside the reproduction's CI", arith,
-                      {"claimed": claimed, "reproduced": float(v), "ci": [lo, hi], "difference": diff})
+                      "claimed value inside the reproduction's CI within its printed rounding" if overlap else
+                      "claimed value outside the reproduction's CI", arith, vals)
     sd = rep.get("sd")
     arith = f"claimed {num.text}; reproduced {v * scale:.2f}" + (f" (sd {sd * scale:.2f})" if sd is not None else "") \
         + f"; difference {diff * scale:+.2f}{unit}"
@@ -1061,7 +1063,7 @@ def run_checks(claims: Claims, rounding: str | None = None, summary: dict | None
         checks += check_statistic(claims, st, rule)
     checks += check_comparisons(claims)
     if summary is not None:
-        checks += check_reproduction(claims, summary)
+        checks += check_reproduction(claims, summary, rule)
     return merge_duplicates(checks)
 
 

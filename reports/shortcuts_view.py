@@ -18,6 +18,11 @@ def _pct(x):
     return None if x is None or not isinstance(x, (int, float)) or not math.isfinite(x) else 100.0 * float(x)
 
 
+def _p(x) -> str:
+    """A p-value for the section: 3 significant digits, "—" when undefined."""
+    return "—" if x is None or not isinstance(x, (int, float)) or not math.isfinite(x) else f"{x:.3g}"
+
+
 def _ci_pct(ci):
     if not isinstance(ci, (list, tuple)) or len(ci) != 2:
         return [None, None]
@@ -106,8 +111,8 @@ def shortcuts_context(doc: dict, path="shortcuts.json") -> dict:
         meta = []
         for col, mm in (m.get("metadata") or {}).items():
             a, pr = mm.get("association") or {}, mm.get("probe") or {}
-            meta.append({"column": col, "chi2": a.get("chi2"), "df": a.get("df"), "p": a.get("p"),
-                         "p_perm": a.get("p_permutation"), "v": a.get("cramers_v"), "v_ci": a.get("cramers_v_ci"),
+            meta.append({"column": col, "chi2": a.get("chi2"), "df": a.get("df"), "p": _p(a.get("p")),
+                         "p_perm": _p(a.get("p_permutation")), "v": a.get("cramers_v"), "v_ci": a.get("cramers_v_ci"),
                          "n_clusters": a.get("n_clusters"), "associated": a.get("associated"),
                          "probe_acc": _pct((pr.get("accuracy") or {}).get("value")),
                          "probe_ci": _ci_pct((pr.get("accuracy") or {}).get("ci")),
@@ -131,7 +136,7 @@ def verdict_lines(doc: dict) -> list[str]:
 
 def load(run_dir) -> tuple[dict | None, dict | None, str | None]:
     """(document, view context, error) of RUN_DIR/shortcuts.json; all None when the file is absent."""
-    from reports.rundir import read_json
+    from protocols.runfiles import read_json
 
     path = Path(run_dir) / "shortcuts.json"
     if not path.exists():
@@ -139,7 +144,9 @@ def load(run_dir) -> tuple[dict | None, dict | None, str | None]:
     try:
         doc = read_json(path)
         return doc, shortcuts_context(doc, path), None
-    except ReportInputError as exc:
+    except Exception as exc:  # noqa: BLE001 - bad input of either layer (exit_code 2) is shown in the section
+        if getattr(exc, "exit_code", None) != 2:
+            raise
         return None, None, str(exc)
 
 
@@ -150,8 +157,6 @@ def render_section(doc: dict, path="shortcuts.json") -> str:
     templates = Path(__file__).parent / "templates"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), autoescape=True,
                              undefined=jinja2.StrictUndefined)
-    from reports.render import _fmt_p
-    env.filters["p"] = _fmt_p
     css = (templates / "base.css").read_text(encoding="utf-8")
     body = env.get_template("shortcuts.html.j2").render(shortcuts_view=shortcuts_context(doc, path))
     return f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><style>{css}</style></head><body>{body}</body></html>'

@@ -1,25 +1,8 @@
-"""Small CNNs for the shortcut-audit tests: a tiny trainable one, and one whose attribution is known by construction."""
+"""A CNN for the shortcut-audit tests whose attribution is known by construction (TinyCNN: bench/scripts/tiny_cnn.py)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-
-class TinyCNN(nn.Module):
-    """Three stride-2 conv + BatchNorm + ReLU, global average pool, linear head: trains in seconds at 32 px."""
-
-    def __init__(self, num_classes: int = 5, width: int = 16):
-        super().__init__()
-        layers, c = [], 3
-        for o in (width, 2 * width, 2 * width):
-            layers += [nn.Conv2d(c, o, 3, stride=2, padding=1), nn.BatchNorm2d(o), nn.ReLU()]
-            c = o
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.features(x)).flatten(1))
 
 
 class CornerMask(nn.Module):
@@ -54,13 +37,3 @@ class CornerNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(self.corner(self.act(self.conv(x)))).flatten(1))
-
-
-def register_tiny(monkeypatch, name: str = "tiny_cnn") -> str:
-    """Add TinyCNN to the model registry for one test (the registry is the only way the runner builds models)."""
-    from models import registry
-
-    spec = registry.ModelSpec(name, "none", "fc", lambda num_classes, input_size: TinyCNN(num_classes),
-                              "test-only tiny CNN")
-    monkeypatch.setitem(registry.REGISTRY, name, spec)
-    return name

@@ -12,8 +12,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from statsmodels.stats.weightstats import DescrStatsW
 
 from reports.claims import load_claims, parse_num
-from reports.claims_checks import (audit_claims, check_reproduction, derived_from_counts, grim, paired_t,
-                                   reconstruct)
+from reports import stats as S
+from reports.claims_checks import audit_claims, check_reproduction, derived_from_counts, grim, reconstruct
 
 CLASSES = ["A", "B", "C"]
 # a known confusion matrix (rows = truth) on a 24-image test set
@@ -202,19 +202,6 @@ def test_reconstruction_recovers_the_true_counts():
 
 
 # ------------------------------------------------------------------------------------------ statistics
-def test_paired_t_matches_scipy_and_statsmodels():
-    rng = np.random.default_rng(1)
-    a = rng.normal(0.9, 0.01, 7)
-    b = a - rng.normal(0.05, 0.01, 7)
-    r = paired_t(a, b)
-    ref = stats.ttest_rel(a, b)
-    assert r["t"] == pytest.approx(ref.statistic) and r["p"] == pytest.approx(ref.pvalue)
-    assert r["df"] == 6
-    lo, hi = DescrStatsW(a - b).tconfint_mean(alpha=0.05)
-    assert r["ci"] == pytest.approx([lo, hi])
-    assert r["sd_diff"] == pytest.approx(np.std(a - b, ddof=1))
-
-
 def test_reported_paired_test_recomputed(tmp_path):
     ids = _by_id(_audit(tmp_path, paper()))
     for k in ("mean_a", "sd_a", "mean_b", "sd_b", "mean_diff", "t", "p", "ci_lo", "ci_hi", "sd_diff", "p_from_t"):
@@ -309,11 +296,41 @@ def test_claims_against_a_reproduction_summary(tmp_path):
     assert audit["verdict"] == "consistent; not reproduced"
 
 
-def test_audit_with_a_real_run_directory(tmp_path):
-    import fake_run
+def _repro_one(tmp_path, printed, ci, value=None):
+    doc = paper()
+    doc["models"]["prop"]["results"][0]["metrics"]["accuracy"] = printed
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    value = float(ci[1]) if value is None else value
+    checks = check_reproduction(load_claims(path), _summary(value, list(ci)))
+    return {c["id"]: c for c in checks}["run.main.accuracy"]
 
+
+def test_reproduction_compares_the_printed_rounding_interval_exactly(tmp_path):
+    # 83.33 % admits [0.83325, 0.83335): a CI ending at 0.83329 holds values that print as 83.33 %
+    c = _repro_one(tmp_path, "83.33%", [0.70, 0.83329])
+    assert c["status"] == "pass" and "within its printed rounding" in c["reason"]
+    assert c["values"]["claimed_interval"] == pytest.approx([0.83325, 0.83335])
+    assert _repro_one(tmp_path, "83.33%", [0.70, 0.83324])["status"] == "fail"
+    assert _repro_one(tmp_path, "83.33%", [0.83335, 0.90], 0.85)["status"] == "fail"    # the upper end is open
+    assert _repro_one(tmp_path, "83.33%", [0.833349, 0.90], 0.85)["status"] == "pass"
+    # the demo's case: 100 % reproduced, Wilson's upper bound is 0.9999999999999999 in floating point
+    lo, hi = S.wilson_ci(28, 28)
+    assert hi < 1.0
+    c = _repro_one(tmp_path, "100.0%", [lo, hi], 1.0)
+    assert c["status"] == "pass", c
+
+
+def test_reproduction_with_a_zero_width_ci_is_degenerate_not_a_fail(tmp_path):
+    c = _repro_one(tmp_path, "98.34%", [1.0, 1.0])
+    assert c["status"] == "not_checkable" and c["values"]["degenerate"] is True
+    assert "degenerate" in c["reason"]
+
+
+def test_audit_with_a_real_run_directory(tmp_path):
+    from bench.scripts.fake_run import make_fake_run
     from reports import summary as summary_mod
-    run = fake_run.make_fake_run(tmp_path / "run", n_patients=20)
+    run = make_fake_run(tmp_path / "run", n_patients=20)
     doc = copy.deepcopy(paper())
     doc["class_names"] = ["F0", "F1", "F2", "F3", "F4"]
     doc["sets"] = {"test": {"source": "T1", "counts": {c: 2 for c in doc["class_names"]}, "total": 10}}

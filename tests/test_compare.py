@@ -1,16 +1,13 @@
 """Run comparison: image- vs patient-level runs of the same data, comparability checks, deltas, HTML."""
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_run import make_fake_run  # noqa: E402
+from bench.scripts.fake_run import make_fake_run
 
-from bench.cli import main as cli  # noqa: E402
-from reports.compare import compare_summaries, diff_entry, flatten, protocol_differences  # noqa: E402
-from reports.summary import summarize_run  # noqa: E402
+from bench.cli import main as cli
+from reports.compare import compare_summaries, diff_entry, flatten, protocol_differences
+from reports.summary import summarize_run
 
 
 @pytest.fixture(scope="module")

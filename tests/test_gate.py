@@ -230,8 +230,8 @@ def test_cli_latency_regression_via_latency_option(tmp_path, summaries):
 
 def test_gate_on_fake_runs_with_the_real_summary(tmp_path, monkeypatch):
     """End to end with reports.summary.summarize_run on the shared fake RUN_DIR helper."""
-    summary = pytest.importorskip("reports.summary")
-    from fake_run import make_fake_run
+    from bench.scripts.fake_run import make_fake_run
+    from reports import summary
     monkeypatch.setattr(G, "_summarize", lambda d: summary.summarize_run(d, n_boot=300, seed=0))
     base = make_fake_run(tmp_path / "base", models=("resnet50", "resnet50_cbam"))
     same = make_fake_run(tmp_path / "same", models=("resnet50", "resnet50_cbam"))
@@ -245,7 +245,7 @@ def test_gate_on_fake_runs_with_the_real_summary(tmp_path, monkeypatch):
     assert "metric/resnet50_cbam/accuracy" in failed and not any("/resnet50/" in n for n in failed)
 
 
-# ---------------------------------------------------------------- pytest-benchmark gate (bench/bench_gate.py)
+# ---------------------------------------------------------------- pytest-benchmark gate (bench/scripts/bench_gate.py)
 
 def _bench_json(path, medians, mins=None, brand="Test CPU 9000", count=4):
     mins = mins or {k: 0.9 * v for k, v in medians.items()}
@@ -258,7 +258,7 @@ def _bench_json(path, medians, mins=None, brand="Test CPU 9000", count=4):
 
 
 def test_bench_gate_rule_needs_median_and_min_both_slower_by_the_threshold():
-    from bench.bench_gate import compare
+    from bench.scripts.bench_gate import compare
     base = {"a": {"median": 1.0, "min": 0.9}}
     assert compare(base, {"a": {"median": 1.6, "min": 1.4}}, 0.5)[0]["status"] == "regression"
     assert compare(base, {"a": {"median": 1.6, "min": 1.3}}, 0.5)[0]["status"] == "ok"    # min x1.44: load
@@ -270,7 +270,7 @@ def test_bench_gate_rule_needs_median_and_min_both_slower_by_the_threshold():
 
 
 def test_bench_gate_records_then_gates(tmp_path, monkeypatch, capsys):
-    from bench import bench_gate as BG
+    from bench.scripts import bench_gate as BG
     monkeypatch.setattr(BG, "_gpu_name", lambda: None)
     bl = tmp_path / "baselines"
     first = _bench_json(tmp_path / "r1.json", {"t::a": 0.010, "t::b": 0.100})

@@ -243,7 +243,7 @@ def test_file_hashing_matches_in_memory_and_bad_file(tmp_path):
 def test_default_thresholds_come_from_committed_sweep():
     path = Path(__file__).resolve().parent.parent / "bench" / "results" / "leakage_sweep.json"
     if not path.exists():
-        pytest.fail("bench/results/leakage_sweep.json is missing: run `python -m bench.leakage_sweep`")
+        pytest.fail("bench/results/leakage_sweep.json is missing: run `python -m bench.scripts.leakage_sweep`")
     sel = json.loads(path.read_text())["selected"]
     assert {"phash": sel["phash"], "dhash": sel["dhash"], "ncc": sel["ncc"]} == H.DEFAULT_THRESHOLDS
     assert sel["meets_target"] and json.loads(path.read_text())["confirmation"]["meets_target"]

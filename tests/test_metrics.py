@@ -82,7 +82,7 @@ def test_auroc_matches_sklearn_with_ties(preds):
     for k in range(5):
         assert M.auroc_binary(y == k, rounded[:, k]) == pytest.approx(skm.roc_auc_score(y == k, rounded[:, k]))
     np.testing.assert_allclose(M.auroc_ovr(y, probs), [skm.roc_auc_score(y == k, probs[:, k]) for k in range(5)])
-    cut = M.auroc_cutoffs(y, probs)
+    cut = M.auroc_cutoffs(y, probs, {">=F2": 2, "F4": 4})
     assert cut[">=F2"] == pytest.approx(skm.roc_auc_score(y >= 2, probs[:, 2:].sum(1)))
     assert cut["F4"] == pytest.approx(skm.roc_auc_score(y == 4, probs[:, 4]))
     assert np.isnan(M.auroc_binary(np.zeros(5, bool), np.arange(5)))
@@ -94,3 +94,47 @@ def test_classification_report_shapes(preds):
     assert rep["n"] == 300 and len(rep["confusion"]) == 5
     assert rep["auroc_macro"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"))
     assert rep["per_class"]["F2"]["support"] == np.sum(y == 2)
+
+
+@pytest.mark.parametrize("y,yhat", [
+    ([0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 1, 1, 2, 4, 3, 2]),      # class 4 predicted, absent from the truth
+    ([0, 0, 1, 1, 2, 2, 3, 4], [0, 0, 0, 1, 2, 2, 3, 3]),      # class 4 in the truth, never predicted
+    ([0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 2, 2]),                 # classes 3, 4 absent from truth and predictions
+    ([0, 0, 0, 0], [0, 0, 0, 0]),                             # one class only: 100 %
+    ([0, 1, 0, 1], [1, 0, 1, 0]),                             # 0 %
+])
+def test_macro_averages_follow_sklearn_zero_division_convention(y, yhat):
+    """Every macro average is sklearn's (labels=None: classes in truth or predictions; undefined -> 0)."""
+    r = M.from_confusion(M.confusion(y, yhat, 5))
+    p, rc, f, _ = skm.precision_recall_fscore_support(y, yhat, average="macro", zero_division=0)
+    assert r["macro_precision"] == pytest.approx(p)
+    assert r["macro_recall"] == pytest.approx(rc)
+    assert r["macro_f1"] == pytest.approx(skm.f1_score(y, yhat, average="macro", zero_division=0))
+    assert r["macro_f1"] == pytest.approx(f)
+    assert r["weighted_f1"] == pytest.approx(skm.f1_score(y, yhat, average="weighted", zero_division=0))
+    assert r["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, yhat))
+    # specificity (not in sklearn) averaged the same way: recall of the negatives, over the same classes
+    labels = sorted(set(y) | set(yhat))
+    spec = [skm.recall_score(np.array(y) != k, np.array(yhat) != k, zero_division=0) for k in labels]
+    assert r["macro_specificity"] == pytest.approx(np.mean(spec))
+
+
+def test_macro_average_of_resamples_equals_sklearn_on_each_resample():
+    """The vectorised bootstrap uses the same convention: each resample scored as sklearn would score it,
+    including resamples that miss a small class (the case that used to drag macro F1 down)."""
+    from reports import stats as S
+    rng = np.random.default_rng(12)
+    groups = np.repeat(np.arange(15), 2)
+    y = np.array([0] * 12 + [1] * 12 + [2] * 4 + [3] * 2)   # class 3: one patient
+    yhat = np.where(rng.uniform(size=30) < 0.8, y, rng.integers(0, 4, 30))
+    yhat[-2:] = 3
+    w = S.bootstrap_weights(15, n_boot=40, seed=3)
+    boot = M.from_confusion(S.bootstrap_confusions(y, yhat, groups, w, 4))
+    missed = 0
+    for b in range(40):
+        idx = np.concatenate([np.flatnonzero(groups == g).repeat(int(c)) for g, c in enumerate(w[b]) if c])
+        missed += 3 not in y[idx]
+        for name, fn in (("macro_f1", skm.f1_score), ("macro_precision", skm.precision_score),
+                         ("macro_recall", skm.recall_score)):
+            assert boot[name][b] == pytest.approx(fn(y[idx], yhat[idx], average="macro", zero_division=0))
+    assert missed > 0  # the check covered resamples without class 3

@@ -1,7 +1,7 @@
 """Wall-time projection arithmetic from a latency.json (hand-computed case)."""
 import pytest
 
-from bench.project_walltime import project
+from bench.scripts.project_walltime import project
 
 
 def test_projection_by_hand():

@@ -2,7 +2,6 @@
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,11 @@ import pytest
 from sklearn import metrics as skm
 from statsmodels.stats.proportion import proportion_confint
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_run import make_fake_run  # noqa: E402
+from bench.scripts.fake_run import make_fake_run
 
-from bench.cli import main as cli  # noqa: E402
-from reports.render import render_report  # noqa: E402
-from reports.summary import summarize_run  # noqa: E402
+from bench.cli import main as cli
+from reports.render import render_report
+from reports.summary import summarize_run
 
 N_BOOT = 500
 
@@ -42,15 +40,25 @@ def test_summary_values_match_sklearn_on_the_files(run_dir, summary):
     ens = summary["models"]["resnet50_cbam"]["ensemble"]
     assert summary["n_test"] == len(y)
     assert ens["accuracy"]["value"] == pytest.approx(skm.accuracy_score(y, yhat))
-    assert ens["macro_f1"]["value"] == pytest.approx(skm.f1_score(y, yhat, average="macro", labels=range(5)))
+    # sklearn's macro convention (labels=None: classes in the truth or the predictions; undefined -> 0)
+    assert ens["macro_f1"]["value"] == pytest.approx(skm.f1_score(y, yhat, average="macro", zero_division=0))
     # labels= matters: without it sklearn weights by the index among present labels, not by stage distance
     assert ens["qwk"]["value"] == pytest.approx(skm.cohen_kappa_score(y, yhat, weights="quadratic", labels=range(5)))
     present = [k for k in range(5) if 0 < np.sum(y == k) < len(y)]  # macro over the stages present in the holdout
     assert ens["auroc_macro"]["value"] == pytest.approx(np.mean([skm.roc_auc_score(y == k, probs[:, k])
                                                                  for k in present]))
-    for name in ("accuracy", "balanced_accuracy", "macro_f1", "qwk", "ece", "brier", "auroc_macro"):
+    for name in ("accuracy", "balanced_accuracy", "macro_f1", "qwk", "ece", "brier"):
         lo, hi = ens[name]["ci"]
         assert lo <= ens[name]["value"] <= hi, name
+    # Obuchowski's variance needs two clusters holding each class's images; else the CI is said not estimable
+    with np.load(run_dir / "ensemble" / "resnet50_cbam.npz") as z:
+        ids = z["ids"].astype(str)
+    groups = json.loads((run_dir / "splits.json").read_text())["images"]
+    one_cluster = any(len({groups[i]["group"] for i in ids[y == k]}) == 1 for k in present)
+    if one_cluster:
+        assert ens["auroc_macro"]["ci"] == [None, None] and "not estimable" in ens["auroc_macro"]["method"]
+    else:
+        assert ens["auroc_macro"]["ci"][0] <= ens["auroc_macro"]["value"] <= ens["auroc_macro"]["ci"][1]
     f2 = ens["per_class"]["F2"]
     assert f2["support"] == int(np.sum(y == 2))
     assert f2["recall"]["value"] == pytest.approx(np.mean(yhat[y == 2] == 2))
@@ -88,6 +96,13 @@ def test_perfect_clustered_proportion_gets_a_cluster_wilson_interval(tmp_path):
     c = int(np.bincount(y).argmax())
     rec = ens["per_class"][f"F{c}"]["recall"]
     assert rec["n"] == len({groups[i]["group"] for i in ids[y == c]})
+    # F1 = 100 %: the bootstrap would collapse to [1, 1]; Wilson on the clusters holding that class instead
+    f1 = ens["per_class"][f"F{c}"]["f1"]
+    assert f1["value"] == 1.0 and "Wilson on clusters" in f1["method"] and f1["ci"][0] < 1
+    assert f1["ci"] == pytest.approx(list(proportion_confint(rec["n"], rec["n"], method="wilson")))
+    # AUROC = 1: the DeLong variance is 0; the point interval is flagged, not presented as certainty
+    auc = ens["per_class"][f"F{c}"]["auroc"]
+    assert auc["value"] == 1.0 and auc["ci"] == [1.0, 1.0] and auc["degenerate"] is True
 
 
 def test_merge_partitions_is_transitive():
@@ -122,6 +137,33 @@ def test_comparisons_against_baseline_with_holm(summary):
     assert c["folds"]["wilcoxon"]["min_possible_p"] == pytest.approx(0.0625)
     nb = c["folds"]["nadeau_bengio"]
     assert nb["se"] > 0 and nb["p"] >= c["folds"]["paired_t"]["p"]
+
+
+def test_paired_delong_between_models_is_holm_corrected(tmp_path):
+    from statsmodels.stats.multitest import multipletests
+
+    from reports import stats as S
+    run_dir = make_fake_run(tmp_path / "d", models=("resnet50", "resnet50_cbam", "vgg16"), n_patients=150,
+                            images_per_patient=2, quality={"resnet50": 1.0, "resnet50_cbam": 1.5, "vgg16": 0.8})
+    summary = summarize_run(run_dir, n_boot=20)
+    groups = json.loads((run_dir / "splits.json").read_text())["images"]
+    comps = summary["comparisons"]
+    for c in comps:
+        ya, _, pa = _ensemble(run_dir, c["model"])
+        yb, _, pb = _ensemble(run_dir, c["baseline"])
+        with np.load(run_dir / "ensemble" / f"{c['baseline']}.npz") as z:
+            ids = z["ids"].astype(str)
+        np.testing.assert_array_equal(ya, yb)
+        ref = S.paired_auroc_test(yb, pa, pb, S.group_codes([groups[i]["group"] for i in ids]))
+        d = c["delong"]
+        assert d["metric"] == "auroc_macro" and "clustered" in d["method"]
+        assert d["diff"] == pytest.approx(ref["diff"]) and d["se"] == pytest.approx(ref["se"])
+        assert d["p"] == pytest.approx(ref["p"])
+        assert d["a"] == pytest.approx(summary["models"][c["model"]]["ensemble"]["auroc_macro"]["value"])
+        assert d["b"] == pytest.approx(skm.roc_auc_score(yb, pb, multi_class="ovr"))
+        assert d["ci"][0] < d["diff"] < d["ci"][1]
+    holm = multipletests([c["delong"]["p"] for c in comps], method="holm")[1]
+    assert [c["delong"]["p_holm"] for c in comps] == pytest.approx(list(holm))
 
 
 def test_summary_is_deterministic_and_json_clean(run_dir, summary):
@@ -248,3 +290,12 @@ def test_claims_section_uses_the_claims_audit(run_dir):
     claims = Path(__file__).resolve().parent.parent / "protocols" / "afif2025" / "claims.yaml"
     html = _html(run_dir, claims_path=claims)
     assert 'id="claims-audit"' in html and "No claims file was given" not in html
+
+
+def test_report_states_the_macro_convention_and_the_paired_delong_test(html, summary):
+    from reports.metrics import MACRO_CONVENTION
+    text = re.sub(r"\s+", " ", html)
+    assert MACRO_CONVENTION[:60].capitalize() in text
+    assert "Δ macro AUROC, paired DeLong CI" in text
+    assert summary["comparisons"][0]["delong"]["method"] in text
+    assert "for accuracy" in text and "95 % CIs:  for accuracy" not in text   # the CI method is named

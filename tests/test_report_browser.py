@@ -1,15 +1,12 @@
 """The report in a real browser: headless Chromium loads it without network, and the DOM holds sections and numbers."""
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_run import make_fake_run  # noqa: E402
+from bench.scripts.fake_run import make_fake_run
 
-from reports.render import render_report  # noqa: E402
+from reports.render import render_report
 
 pytestmark = pytest.mark.browser
 

@@ -15,7 +15,9 @@ from protocols.errors import BadInput
 from reports import shortcuts_stats as ST
 from reports import stats as S
 sys.path.insert(0, str(Path(__file__).parent))
-from shortcut_models import CornerNet, TinyCNN  # noqa: E402
+from shortcut_models import CornerNet  # noqa: E402
+
+from bench.scripts.tiny_cnn import TinyCNN  # noqa: E402
 
 # ---------------------------------------------------------------- planted shortcuts (synth)
 

@@ -1,7 +1,7 @@
 """The shortcut audit against the truth: each planted shortcut is flagged on a smoke run, clean data is not.
 
-Each case is bench/shortcuts_planted.planted_run: `fibrobench synth` (80 patients, 96x72, the cue at full strength,
-no tissue signal) -> `fibrobench run` (a tiny BatchNorm CNN at 32 px, fold 0 of 4, 30 epochs, CPU) ->
+Each case is bench/scripts/shortcuts_planted.planted_run: `fibrobench synth` (80 patients, 96x72, the cue at full strength,
+no tissue signal) -> `fibrobench run` (bench.scripts.tiny_cnn:TinyCNN, a small BatchNorm CNN, at 32 px, fold 0 of 4, 30 epochs, CPU) ->
 `fibrobench shortcuts`. The clean case has a strong tissue signal (--effect-size 3) and no cue, so its model
 learns tissue and must come out clean.
 """
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from bench.shortcuts_planted import planted_run, register_tiny_model
+from bench.scripts.shortcuts_planted import MODEL, planted_run
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    with pytest.MonkeyPatch.context() as mp:
-        yield register_tiny_model(mp.setitem)
+    return MODEL            # bench.scripts.tiny_cnn:TinyCNN, a package.module:factory model
 
 
 def _audit(tmp_path, model, kind):

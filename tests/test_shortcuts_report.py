@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_run import make_fake_run  # noqa: E402
+from bench.scripts.fake_run import make_fake_run  # noqa: E402
 
 from reports import shortcuts_stats as ST  # noqa: E402
 from reports.errors import ReportInputError  # noqa: E402

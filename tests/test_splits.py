@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from split_checks import check_run_dir, check_split_invariants
 
+from protocols.atomic import sha256_of
 from protocols.errors import BadInput
 from protocols.splits import (check_matches_manifest, make_splits, read_splits, write_splits)
 
@@ -22,31 +24,10 @@ def _df(n_patients=60, per_patient=4, seed=0, with_patient=True):
     return pd.DataFrame(rows).sort_values("image_id").reset_index(drop=True)
 
 
-def _check_invariants(s, df, grouped):
-    ids = set(df["image_id"])
-    tv, te = set(s["holdout"]["trainval"]), set(s["holdout"]["test"])
-    assert tv | te == ids and not tv & te
-    vals = [set(f["val"]) for f in s["folds"]]
-    assert sum(len(v) for v in vals) == len(tv) and set().union(*vals) == tv   # each trainval image in one val
-    for f in s["folds"]:
-        tr, va = set(f["train"]), set(f["val"])
-        assert tr | va == tv and not tr & va and not (tr | va) & te
-    grp = {i: v["group"] for i, v in s["images"].items()}
-    if grouped:
-        g = lambda xs: {grp[i] for i in xs}
-        assert not g(tv) & g(te)
-        for f in s["folds"]:
-            assert not g(f["train"]) & g(f["val"])
-    lab = dict(zip(df["image_id"], df["label"]))
-    cnt = lambda xs: np.bincount([lab[i] for i in xs], minlength=5).tolist()
-    assert s["class_counts"]["test"] == cnt(te) and s["class_counts"]["trainval"] == cnt(tv)
-    assert [c["val"] for c in s["class_counts"]["folds"]] == [cnt(f["val"]) for f in s["folds"]]
-
-
 def test_image_level_invariants_and_stratification():
     df = _df(200)
     s = make_splits(df, "image", 0.2, 5, seed=1)
-    _check_invariants(s, df, grouped=False)
+    check_split_invariants(s, dict(zip(df["image_id"], df["label"])), grouped=False)
     overall = np.bincount(df["label"], minlength=5) / len(df)
     test = np.array(s["class_counts"]["test"]) / len(s["holdout"]["test"])
     assert np.abs(test - overall).max() < 0.02   # stratified holdout
@@ -59,7 +40,7 @@ def test_image_level_invariants_and_stratification():
 def test_patient_level_no_patient_in_two_partitions():
     df = _df(120)
     s = make_splits(df, "patient", 0.2, 5, seed=0)
-    _check_invariants(s, df, grouped=True)
+    check_split_invariants(s, dict(zip(df["image_id"], df["label"])), grouped=True)
     assert 0.12 < s["realised_test_fraction"] < 0.28
     overall = np.bincount(df["label"], minlength=5) / len(df)
     test = np.array(s["class_counts"]["test"]) / len(s["holdout"]["test"])
@@ -70,7 +51,7 @@ def test_cluster_level_uses_given_groups():
     df = _df(100)
     clusters = {i: hash(i.split("/")[1][:4]) % 37 for i in df["image_id"]}   # arbitrary, spans patients
     s = make_splits(df, "cluster", 0.2, 3, seed=0, groups=clusters)
-    _check_invariants(s, df, grouped=True)
+    check_split_invariants(s, dict(zip(df["image_id"], df["label"])), grouped=True)
     with pytest.raises(BadInput, match="groups"):
         make_splits(df, "cluster", 0.2, 3)
 
@@ -129,3 +110,27 @@ def test_image_level_splits_still_record_each_images_patient():
     assert all(e["group"] == i for i, e in s["images"].items())  # the split itself is per image
     s_none = make_splits(_df(with_patient=False), "image", seed=0)
     assert not any("patient" in e for e in s_none["images"].values())
+
+
+@pytest.mark.parametrize("level", ["image", "patient"])
+def test_fake_run_directories_hold_the_split_invariants(tmp_path, level):
+    """The fake RUN_DIR the report tests use obeys the same invariants as a real run (tests/split_checks.py)."""
+    from bench.scripts.fake_run import make_fake_run
+    run_dir = make_fake_run(tmp_path / "run", n_patients=20, level=level)
+    s = check_run_dir(run_dir)
+    assert s["level"] == level and (run_dir / "oof").is_dir() and any((run_dir / "ensemble").glob("*.npz"))
+
+
+def test_run_dir_check_catches_a_test_image_in_a_fold(tmp_path):
+    from bench.scripts.fake_run import make_fake_run
+    run_dir = make_fake_run(tmp_path / "run", n_patients=20)
+    s = json.loads((run_dir / "splits.json").read_text())
+    leaked = s["holdout"]["test"][0]
+    s["folds"][0]["train"].append(leaked)
+    s.pop("sha256")
+    s["sha256"] = sha256_of(s)
+    (run_dir / "splits.json").write_text(json.dumps(s))
+    run = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**run, "splits_sha256": s["sha256"]}))
+    with pytest.raises(AssertionError):
+        check_run_dir(run_dir)

@@ -11,11 +11,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        yield
-        return
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -25,7 +22,8 @@ def _one_torch_thread():
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """A small synthetic dataset (20 patients, about 140 frames of 128x96), written once per session."""
-    synth = pytest.importorskip("protocols.synth")
+    from protocols import synth
+
     out = tmp_path_factory.mktemp("synth")
     synth.generate_dataset(out, n_patients=20, seed=0, size=(128, 96))
     return out

@@ -1,10 +1,7 @@
 """Benchmark: reading the decoded-image cache (the second call of protocols.cache.load_images)."""
 from __future__ import annotations
 
-import pytest
-
-cache = pytest.importorskip("protocols.cache")
-data = pytest.importorskip("protocols.data")
+from protocols import cache, data
 
 
 def test_bench_cache_warm_read(benchmark, synth_dir, tmp_path):

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-hashing = pytest.importorskip("protocols.hashing")
+from protocols import hashing
 
 
 def test_bench_hash_arrays_64_frames(benchmark):

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-stats = pytest.importorskip("reports.stats")
+from reports import stats
 
 
 def _bootstrap_accuracy_ci(y, pred, codes, n_clusters, n_boot):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-render = pytest.importorskip("protocols.synth_render")
+from protocols import synth_render as render
 
 
 @pytest.mark.parametrize("size", [(400, 300)])
