@@ -66,10 +66,21 @@ def region_masks(paths, size: int) -> dict[str, np.ndarray]:
     return {r: np.stack([m[r] for m in per]) for r in REGIONS}
 
 
+def mean_image(images, rows=None, chunk: int = 256) -> np.ndarray:
+    """Per-pixel mean [3, S, S] float32 of uint8 images [N, 3, S, S] (array or tensor), or of images[rows],
+    summed chunk by chunk (no float copy of the whole set)."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    total = None
+    for i in range(0, len(rows), chunk):
+        part = np.asarray(images[rows[i:i + chunk]], dtype=np.float64).sum(axis=0)
+        total = part if total is None else total + part
+    return (total / len(rows)).astype(np.float32)
+
+
 def fill_stats(images: np.ndarray, masks: dict[str, np.ndarray]) -> dict:
     """Training statistics for the replacements: per-pixel mean image and per-region per-channel mean / SD."""
     x = np.asarray(images, dtype=np.float64)
-    stats = {"mean_image": x.mean(axis=0).astype(np.float32)}
+    stats = {"mean_image": mean_image(images)}
     for r, m in masks.items():
         vals = x.transpose(1, 0, 2, 3)[:, m]                        # [3, n_pixels_in_region]
         if vals.shape[1] == 0:

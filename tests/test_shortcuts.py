@@ -112,6 +112,9 @@ def test_replacement_by_mean_and_by_matched_noise():
     mask[:, :8] = True
     stats = fill_stats(imgs, {"outside": mask})
     np.testing.assert_allclose(stats["mean_image"], imgs.mean(0), rtol=1e-6)
+    from protocols.shortcuts_regions import mean_image
+    rows = np.array([3, 1, 3, 39])
+    np.testing.assert_allclose(mean_image(torch.from_numpy(imgs), rows, chunk=3), imgs[rows].mean(0), rtol=1e-6)
     out = replace(imgs, mask, "mean", stats, "outside")
     assert np.array_equal(out[:, :, 8:], imgs[:, :, 8:])           # outside the mask: untouched
     assert np.array_equal(out[:, :, :8], np.broadcast_to(np.rint(imgs.mean(0))[None, :, :8], out[:, :, :8].shape))

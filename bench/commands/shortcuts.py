@@ -99,7 +99,7 @@ def audit(run_dir, models=None, device="auto", gradcam: int = 64, full: bool = F
     from protocols import shortcuts as SC
     from protocols.data import data_fingerprint
     from protocols.errors import BadInput
-    from protocols.shortcuts_regions import fill_stats, region_masks, replace
+    from protocols.shortcuts_regions import fill_stats, mean_image, region_masks, replace
     from protocols.splits import read_splits
     from protocols.device import resolve_device
     from protocols.trainer import Runtime
@@ -148,10 +148,8 @@ def audit(run_dir, models=None, device="auto", gradcam: int = 64, full: bool = F
     masks = region_masks(df["path"].to_numpy()[t_rows], size)
     tv_rows = np.array([row[i] for i in splits["holdout"]["trainval"]])
     stat_rows = np.random.default_rng(seed).permutation(tv_rows)[:128]
-    stats = fill_stats(images[tv_rows].numpy(), {})
-    stats.update({k: v for k, v in fill_stats(images[stat_rows].numpy(),
-                                               region_masks(df["path"].to_numpy()[stat_rows], size)).items()
-                  if k != "mean_image"})
+    stats = fill_stats(images[stat_rows].numpy(), region_masks(df["path"].to_numpy()[stat_rows], size))
+    stats["mean_image"] = mean_image(images, tv_rows)                      # all train-val images, in chunks
     conditions = [c for c in (FULL_CONDITIONS if full else DEFAULT_CONDITIONS)
                   if masks[c.split("/")[0]].any()]
     test_u8 = images[t_rows].numpy()
