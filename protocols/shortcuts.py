@@ -25,7 +25,8 @@ def ensemble_logits(nets, images: torch.Tensor, mean, std, rt: Runtime, batch_si
     rows = torch.arange(len(images))
     out = None
     for net in nets:
-        lg = predict(net.to(rt.device), b, rows, batch_size).double()
+        net = net.to(rt.device, memory_format=torch.channels_last) if rt.channels_last else net.to(rt.device)
+        lg = predict(net, b, rows, batch_size).double()
         out = lg if out is None else out + lg
     return (out / len(nets)).float().numpy()
 
@@ -122,7 +123,7 @@ def penultimate_features(nets, images: torch.Tensor, mean, std, rt: Runtime, bat
     b = Batcher(images, mean, std, rt)
     feats = []
     for net in nets:
-        net = net.to(rt.device).eval()
+        net = (net.to(rt.device, memory_format=torch.channels_last) if rt.channels_last else net.to(rt.device)).eval()
         x0 = b.batch(torch.arange(min(1, len(images))))
         lin = _last_called(net, x0, lambda m, o: isinstance(m, nn.Linear))
         if not lin:

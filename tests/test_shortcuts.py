@@ -168,14 +168,15 @@ def test_gradcam_target_for_vit_uses_the_reshape_transform():
     assert cams.shape == (2, 32, 32) and np.isfinite(cams).all() and cams.max() <= 1 + 1e-6
 
 
-def test_penultimate_features_are_the_head_input_and_ensemble_logits_the_fold_mean():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_penultimate_features_are_the_head_input_and_ensemble_logits_the_fold_mean(channels_last):
     from protocols.shortcuts import ensemble_logits, penultimate_features
     from protocols.trainer import Runtime
 
     torch.manual_seed(0)
     nets = [TinyCNN().eval(), TinyCNN().eval()]
     imgs = torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8)
-    rt = Runtime(torch.device("cpu"), None, False)
+    rt = Runtime(torch.device("cpu"), None, channels_last)
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     x = (imgs.float() / 255 - 0.5) / 0.25
     with torch.no_grad():

@@ -124,7 +124,8 @@ def audit(run_dir, models=None, device="auto", gradcam: int = 64, full: bool = F
     if not names:
         raise BadInput(run_dir, "ensemble", "no model of this run has a completed holdout ensemble")
     dev = resolve_device(device)
-    rt = Runtime.from_protocol(p, dev)
+    # inference only: the protocol's autocast (bf16 on CUDA), and channels_last everywhere (~20 % faster on CPU too)
+    rt = Runtime(dev, Runtime.from_protocol(p, dev).amp_dtype, True)
     size = p.data.input_size
     df, images = load_data(run["data"]["source"], size, run["options"].get("cache_dir"), task=p.task)
     if data_fingerprint(df) != run["data"].get("fingerprint"):
