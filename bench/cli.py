@@ -14,7 +14,7 @@ import sys
 
 # order = order in --help; module names are stable, the CLI contract lives in docs/design.md
 COMMANDS = ["synth", "models", "weights", "run", "leakage", "shortcuts", "latency", "audit_claims", "report", "gate",
-            "demo"]
+            "demo", "new_paper"]
 
 
 class _Stderr(logging.Handler):
