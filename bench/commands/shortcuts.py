@@ -6,7 +6,7 @@ the manifest has site/device, and a verdict (clean | suspect | shortcut). Method
 """
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -37,8 +37,7 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=128, help="inference batch size (default 128)")
 
 
-def _log(msg: str) -> None:
-    print(f"fibrobench shortcuts: {msg}", file=sys.stderr, flush=True)
+_log = logging.getLogger("fibrobench.shortcuts").info   # shown as "fibrobench shortcuts: ..."
 
 
 def _fold_models(run_dir: Path, p, name: str, folds, device):
