@@ -295,8 +295,12 @@ def compile_model(model: nn.Module, mode: str, trial: Callable[[nn.Module], None
         net = torch.compile(model, mode=mode)
         trial(net)
     except Exception as exc:  # noqa: BLE001 - any compiler failure: train eager instead
-        text = str(exc).strip().splitlines()
-        error = f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+        root = exc
+        while getattr(root, "inner_exception", None) or root.__cause__:      # dynamo wraps the compiler's error
+            root = getattr(root, "inner_exception", None) or root.__cause__
+        text = str(root).strip().splitlines()
+        kind = type(exc).__name__ if root is exc else f"{type(exc).__name__}: {type(root).__name__}"
+        error = f"{kind}: {text[0] if text else ''}"[:300]
         net = None
         logging.getLogger("fibrobench.run").warning("torch.compile(mode=%r) failed on %s; training eager (%s)", mode,
                                                     type(model).__name__, error)
