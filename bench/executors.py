@@ -27,9 +27,9 @@ class LocalExecutor:
     the jobs' measured peak memory and the GPU's free memory, bench.packing) and `workers` GPUs (default all)."""
 
     def __init__(self, device: str = "auto", workers: int | None = None, progress: bool = True,
-                 jobs_per_gpu: int | str = 1, threads: int | None = None):
+                 jobs_per_gpu: int | str = 1, threads: int | None = None, memory_probe: Callable | None = None):
         self.device, self.workers, self.progress = device, workers, progress
-        self.jobs_per_gpu, self.threads = jobs_per_gpu, threads
+        self.jobs_per_gpu, self.threads, self.memory_probe = jobs_per_gpu, threads, memory_probe
 
     def _gpus(self) -> list[int]:
         """Indices of the GPUs this executor uses (none on the CPU)."""
@@ -53,7 +53,8 @@ class LocalExecutor:
         per = self.jobs_per_gpu
         if per == "auto":
             from bench.packing import auto_jobs_per_gpu
-            per = auto_jobs_per_gpu(run_dir, sorted({m for m, _ in jobs}), f"cuda:{gpus[0]}", n_jobs=len(jobs))
+            per = auto_jobs_per_gpu(run_dir, sorted({m for m, _ in jobs}), f"cuda:{gpus[0]}", n_jobs=len(jobs),
+                                    probe=self.memory_probe)
         return [f"cuda:{g}" for _ in range(int(per)) for g in gpus][:max(1, len(jobs))]
 
     def run(self, job: JobFn, run_dir, jobs) -> list[dict]:
@@ -167,9 +168,10 @@ class SlurmExecutor:
 
 
 def make_executor(kind: str, run_dir, device: str = "auto", workers: int | None = None, progress: bool = True,
-                  slurm: dict | None = None, jobs_per_gpu: int | str = 1):
+                  slurm: dict | None = None, jobs_per_gpu: int | str = 1, memory_probe: Callable | None = None):
+    """`memory_probe(run_dir, models, device) -> [{model, peak_reserved_bytes, ...}]` serves --jobs-per-gpu auto."""
     if kind == "local":
-        return LocalExecutor(device, workers, progress, jobs_per_gpu)
+        return LocalExecutor(device, workers, progress, jobs_per_gpu, memory_probe=memory_probe)
     if kind == "slurm":
         return SlurmExecutor(Path(run_dir) / "slurm", dict(slurm or {}), device)
     raise ValueError(f"unknown executor {kind!r} (local or slurm)")

@@ -1,8 +1,9 @@
 """How many fold jobs fit on one GPU at once (`--jobs-per-gpu auto`): measured peak memory vs free memory.
 
-Each model of the run is probed in a fresh spawned process on the GPU (its own CUDA context and allocator, as a
-packed worker has): the run's images loaded onto the device as a fold job holds them, two training steps at the
-protocol's batch size and one evaluation batch, then the caching allocator's peak (max_memory_reserved). A job
+The models of the run are probed in one fresh spawned process on the GPU (its own CUDA context, as a packed worker
+has): the run's images loaded onto the device as a fold job holds them, then per model (allocator cache emptied,
+peak reset) two training steps at the protocol's batch size and one evaluation batch, and the caching
+allocator's peak (max_memory_reserved). A job
 needs that peak plus CONTEXT_BYTES (CUDA context, cuDNN/cuBLAS handles and workspaces, which live outside the
 allocator); compiled protocols get COMPILE_MARGIN more (CUDA graph pools, autotuning). The plan divides the free
 memory the probe saw (after its own context) by the largest model's need, keeping RESERVE of it free.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing as mp
+import time
 from pathlib import Path
 
 from protocols.atomic import write_json
@@ -42,61 +44,21 @@ def plan_jobs_per_gpu(peak_bytes: dict[str, int], free_bytes: int, n_jobs: int, 
             "compile_margin": COMPILE_MARGIN if compiled else 1.0, "cap": cap, "n_jobs": n_jobs}
 
 
-def _probe(run_dir: str, model: str, device: str) -> dict:
-    """In a fresh process: peak allocator memory of one job of `model` on `device` (see the module docstring)."""
-    import torch
-
-    from bench.runner import build_model, load_data, read_run
-    from protocols.trainer import Batcher, Runtime, configure_determinism, loss_fn, make_optimizer, predict
-
-    dev = torch.device(device)
-    torch.cuda.set_device(dev)
-    free_at_start, total = torch.cuda.mem_get_info(dev)
-    run, p = read_run(run_dir)
-    _, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"), task=p.task)
-    rt = Runtime.from_protocol(p, dev)
-    configure_determinism(p.train.deterministic, dev)
-    torch.manual_seed(0)
-    m, _ = build_model(p, model)
-    m = m.to(dev)
-    if rt.channels_last:
-        m = m.to(memory_format=torch.channels_last)
-    torch.cuda.reset_peak_memory_stats(dev)
-    batcher = Batcher(images, p.data.mean, p.data.std, rt)
-    opt, crit = make_optimizer(p, m.parameters()), loss_fn(p.train.loss)
-    bs = min(p.train.batch_size, len(images))
-    rows = torch.arange(bs)
-    y = torch.zeros(bs, dtype=torch.long, device=dev)
-    m.train()
-    for _ in range(2):
-        with rt.autocast():
-            out = m(batcher.batch(rows))
-        loss = crit(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    predict(m, batcher, torch.arange(min(p.train.eval_batch_size, len(images))), p.train.eval_batch_size)
-    torch.cuda.synchronize(dev)
-    return {"model": model, "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(dev)),
-            "peak_allocated_bytes": int(torch.cuda.max_memory_allocated(dev)),
-            "free_at_start_bytes": int(free_at_start), "total_bytes": int(total), "device": device,
-            "gpu": torch.cuda.get_device_name(dev)}
-
-
-def measure_peaks(run_dir, models: list[str], device: str) -> list[dict]:
-    """_probe for each model, each in its own spawned process, one after another."""
+def measure_peaks(probe, run_dir, models: list[str], device: str) -> list[dict]:
+    """probe(run_dir, models, device) (bench.runner.probe_memory) in one spawned process (its own CUDA context, as
+    a packed worker has)."""
     ctx = mp.get_context("spawn")
-    out = []
-    for m in models:
-        with ctx.Pool(1, maxtasksperchild=1) as pool:
-            out.append(pool.apply(_probe, (str(run_dir), m, device)))
-        log.info("packing probe: %s needs %.2f GB at peak (allocator) on %s", m,
-                 out[-1]["peak_reserved_bytes"] / 1e9, device)
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        out = pool.apply(probe, (str(run_dir), list(models), device))
+    for r in out:
+        log.info("packing probe: %s peaks at %.2f GB (allocator, images included) on %s", r["model"],
+                 r["peak_reserved_bytes"] / 1e9, device)
     return out
 
 
-def auto_jobs_per_gpu(run_dir, models: list[str], device: str, n_jobs: int) -> int:
-    """--jobs-per-gpu auto: plan from RUN_DIR/packing.json when it was made for this protocol, else probe first."""
+def auto_jobs_per_gpu(run_dir, models: list[str], device: str, n_jobs: int, probe=None) -> int:
+    """--jobs-per-gpu auto: plan from RUN_DIR/packing.json when it was made for this protocol, else run `probe`
+    (bench.runner.probe_memory, passed in by the executor) first."""
     run_dir = Path(run_dir)
     run = read_json(run_dir / "run.json")
     path = run_dir / "packing.json"
@@ -106,12 +68,16 @@ def auto_jobs_per_gpu(run_dir, models: list[str], device: str, n_jobs: int) -> i
             and set(models) <= set(old.get("peaks", {}))):
         peaks, free = old["peaks"], old["free_bytes"]
     else:
-        probes = measure_peaks(run_dir, models, device)
+        t0 = time.perf_counter()
+        if probe is None:
+            raise ValueError("--jobs-per-gpu auto needs a memory probe (bench.runner.probe_memory)")
+        probes = measure_peaks(probe, run_dir, models, device)
         peaks = {r["model"]: r["peak_reserved_bytes"] for r in probes}
         free = min(r["free_at_start_bytes"] for r in probes)
         from bench import provenance
         write_json(path, {"schema": SCHEMA, "protocol_sha256": run["protocol_sha256"], "device": device,
                           "peaks": peaks, "free_bytes": free, "probes": probes,
+                          "probe_seconds": time.perf_counter() - t0,
                           "provenance": provenance.collect(None, device)})
     plan = plan_jobs_per_gpu({m: peaks[m] for m in models}, free, n_jobs, compiled)
     log.info("--jobs-per-gpu auto: %d (each job needs up to %.2f GB incl. context; %.1f GB free on %s)",

@@ -292,6 +292,51 @@ def _train_job(run_dir: Path, model: str, fold: int, device: str, progress: bool
                                   "weights_random_init": bool(model_obj.fibro_weights.get("random_init")), **extra})
 
 
+def probe_memory(run_dir: str, models: list[str], device: str) -> list[dict]:
+    """The CUDA allocator's peak of one job of each model on `device` (for --jobs-per-gpu auto; see bench.packing):
+    the run's images on the device once, then per model (cache emptied, peak reset) two training steps at the
+    protocol's batch size and one evaluation batch. Run in a fresh process (bench.packing.measure_peaks)."""
+    import torch
+
+    from protocols.trainer import Batcher, Runtime, configure_determinism, loss_fn, make_optimizer, predict
+
+    dev = torch.device(device)
+    torch.cuda.set_device(dev)
+    free_at_start, total = torch.cuda.mem_get_info(dev)
+    run, p = read_run(run_dir)
+    _, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"), task=p.task)
+    rt = Runtime.from_protocol(p, dev)
+    configure_determinism(p.train.deterministic, dev)
+    batcher = Batcher(images, p.data.mean, p.data.std, rt)
+    bs = min(p.train.batch_size, len(images))
+    rows, y = torch.arange(bs), torch.zeros(bs, dtype=torch.long, device=dev)
+    out = []
+    for model in models:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+        torch.manual_seed(0)
+        m, _ = build_model(p, model)
+        m = m.to(dev)
+        if rt.channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        opt, crit = make_optimizer(p, m.parameters()), loss_fn(p.train.loss)
+        m.train()
+        for _ in range(2):
+            with rt.autocast():
+                loss = crit(m(batcher.batch(rows)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        predict(m, batcher, torch.arange(min(p.train.eval_batch_size, len(images))), p.train.eval_batch_size)
+        torch.cuda.synchronize(dev)
+        out.append({"model": model, "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(dev)),
+                    "peak_allocated_bytes": int(torch.cuda.max_memory_allocated(dev)),
+                    "free_at_start_bytes": int(free_at_start), "total_bytes": int(total), "device": device,
+                    "gpu": torch.cuda.get_device_name(dev)})
+        del m, opt, loss
+    return out
+
+
 def jobs_of(run: dict) -> list[tuple[str, int]]:
     """Every (model, fold) job of the run, largest first (forward FLOPs per image, parameters where FLOPs could not
     be counted), so that packed workers start the long jobs early; ties keep the protocol's order."""
@@ -374,7 +419,8 @@ def run(protocol_path, opts: RunOptions, executor=None) -> tuple[int, Path]:
     jobs = jobs_of(run_doc)
     _log(f"{run_dir}: {len(jobs)} job(s) ({', '.join(p.models)} x folds {run_doc['options']['folds']})")
     ex = executor or make_executor(opts.executor, run_dir, device=opts.device, workers=opts.workers,
-                                   progress=opts.progress, slurm=opts.slurm, jobs_per_gpu=opts.jobs_per_gpu)
+                                   progress=opts.progress, slurm=opts.slurm, jobs_per_gpu=opts.jobs_per_gpu,
+                                   memory_probe=probe_memory)
     try:
         run_all(ex, run_dir, jobs)
     except BaseException:

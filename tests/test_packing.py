@@ -99,12 +99,12 @@ def test_slots_cpu_workers_and_gpus_interleaved(monkeypatch, tmp_path):
     assert LocalExecutor("auto", workers=1, jobs_per_gpu=2).slots(tmp_path, jobs) == ["cuda:0", "cuda:0"]
     seen = {}
 
-    def fake_auto(run_dir, models, device, n_jobs):
-        seen.update(models=models, device=device, n_jobs=n_jobs)
+    def fake_auto(run_dir, models, device, n_jobs, probe):
+        seen.update(models=models, device=device, n_jobs=n_jobs, probe=probe)
         return 3
     monkeypatch.setattr(bench.packing, "auto_jobs_per_gpu", fake_auto)
-    assert LocalExecutor("cuda", workers=1, jobs_per_gpu="auto").slots(tmp_path, jobs) == ["cuda:0"] * 3
-    assert seen == {"models": ["a"], "device": "cuda:0", "n_jobs": 5}
+    assert LocalExecutor("cuda", workers=1, jobs_per_gpu="auto", memory_probe=len).slots(tmp_path, jobs) == ["cuda:0"] * 3
+    assert seen == {"models": ["a"], "device": "cuda:0", "n_jobs": 5, "probe": len}
 
 
 def test_threads_per_worker(monkeypatch):
@@ -284,3 +284,72 @@ def test_compile_on_cpu_trains_within_tolerance_of_eager(tmp_path):
     for name in ("val_logits.npz", "test_logits.npz"):
         a, b = read_logits(tmp_path / "none" / name)["logits"], read_logits(tmp_path / "default" / name)["logits"]
         assert np.allclose(a, b, rtol=1e-3, atol=1e-4), np.abs(a - b).max()
+
+
+def test_report_provenance_shows_compile_mode_status_and_packing(tmp_path):
+    """The report's provenance row: compile mode from run.json, per-job status from DONE (a fallback named, its
+    error text escaped), compile seconds apart from speed, and the executor's packing options."""
+    from bench.scripts.fake_run import make_fake_run
+    from reports.render import render_report
+    rd = make_fake_run(tmp_path / "r", models=("resnet50",), n_patients=25)
+    run = json.loads((rd / "run.json").read_text())
+    run["protocol"].setdefault("train", {})["compile"] = "reduce-overhead"
+    run.setdefault("options", {}).update(executor="local", workers=None, jobs_per_gpu=3)
+    (rd / "run.json").write_text(json.dumps(run))
+    for k, d in enumerate(sorted((rd / "jobs" / "resnet50").glob("fold*"))):
+        done = json.loads((d / "DONE").read_text() or "{}")
+        done["compile"] = ({"mode": "reduce-overhead", "status": "fallback", "seconds": 1.0,
+                            "error": "BackendCompilerFailed: <script>x</script>"} if k == 0 else
+                           {"mode": "reduce-overhead", "status": "compiled", "seconds": 10.0, "error": None})
+        (d / "DONE").write_text(json.dumps(done))
+    html, _ = render_report(rd, n_boot=50)
+    row = re.search(r"<td>execution</td><td>(.*?)</td></tr>", html, re.S).group(1)
+    assert "<code>reduce-overhead</code>" in row and "fallback 1" in row and "compiled 4" in row
+    assert "compile time 40.0 s" in row and "jobs per GPU 3" in row
+    assert "resnet50 fold 0: BackendCompilerFailed: &lt;script&gt;" in row and "<script>" not in row
+
+
+def test_lpt_makespan_and_projection():
+    from bench.scripts.pack_walltime import lpt_makespan, project
+    assert lpt_makespan([5, 4, 3, 3, 3], 1) == 18
+    assert lpt_makespan([5, 4, 3, 3, 3], 2) == 10          # LPT's textbook non-optimal case (optimum 9)
+    assert lpt_makespan([7, 1, 1], 5) == 7 and lpt_makespan([], 3) == 0
+    jobs = [{"compile_s": 10.0, "epochs": 2, "epoch_s": 5.0}, {"compile_s": 0.0, "epochs": 2, "epoch_s": 1.0}]
+    seq = project(jobs, wall_s=32.0, slots=1, folds=5, epochs=100)
+    assert seq["fixed_s"] == 32.0 - 22.0 and seq["projected_s"] == 10.0 + 5 * (10.0 + 500.0) + 5 * 100.0
+    packed = project(jobs, wall_s=25.0, slots=2, folds=5, epochs=100)
+    assert packed["fixed_s"] == 25.0 - 20.0
+    assert packed["projected_s"] == 5.0 + lpt_makespan([510.0] * 5 + [100.0] * 5, 2)
+
+
+GB = 2**30
+PROBES = []
+
+
+def _fake_probe(run_dir, models, device):
+    """Stands in for bench.runner.probe_memory (which needs CUDA): fixed peaks, 40 GB free."""
+    return [{"model": m, "peak_reserved_bytes": (2 + 2 * i) * GB, "peak_allocated_bytes": GB,
+             "free_at_start_bytes": 40 * GB, "total_bytes": 80 * GB, "device": device, "gpu": "fake"}
+            for i, m in enumerate(models)]
+
+
+def test_auto_jobs_per_gpu_probes_once_and_reuses_packing_json(tmp_path, monkeypatch):
+    import bench.packing as packing
+    (tmp_path / "run.json").write_text(json.dumps({"protocol_sha256": "abc", "protocol": {"train": {}}}))
+    calls = []
+    real = packing.measure_peaks
+    monkeypatch.setattr(packing, "measure_peaks", lambda *a: calls.append(a) or real(*a))
+    n = packing.auto_jobs_per_gpu(tmp_path, ["a", "b"], "cuda:0", n_jobs=10, probe=_fake_probe)
+    want = int(40 * GB * 0.9 // (4 * GB + packing.CONTEXT_BYTES))         # largest peak: b, 4 GB
+    assert n == want and len(calls) == 1
+    doc = json.loads((tmp_path / "packing.json").read_text())
+    assert doc["schema"] == "fibrobench.packing/1" and doc["peaks"] == {"a": 2 * GB, "b": 4 * GB}
+    assert packing.auto_jobs_per_gpu(tmp_path, ["a"], "cuda:0", n_jobs=30, probe=_fake_probe) == \
+        int(40 * GB * 0.9 // (2 * GB + packing.CONTEXT_BYTES)) and len(calls) == 1          # reused, not re-probed
+    (tmp_path / "run.json").write_text(json.dumps({"protocol_sha256": "other", "protocol": {"train": {
+        "compile": "default"}}}))
+    assert packing.auto_jobs_per_gpu(tmp_path, ["a", "b"], "cuda:0", n_jobs=10, probe=_fake_probe) == \
+        int(40 * GB * 0.9 // ((4 * GB + packing.CONTEXT_BYTES) * packing.COMPILE_MARGIN)) and len(calls) == 2
+    with pytest.raises(ValueError, match="probe"):
+        (tmp_path / "packing.json").unlink()
+        packing.auto_jobs_per_gpu(tmp_path, ["a"], "cuda:0", n_jobs=10)

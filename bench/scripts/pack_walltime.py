@@ -168,9 +168,14 @@ def run_mode(name: str, a, data: Path, proto: Path, budget: Budget, gpu: bool) -
            "--no-progress"]
     if a.models:
         cmd += ["--models", a.models]
-    slots = 1
+    slots, per_gpu = 1, a.jobs_per_gpu
+    packing = Path(a.out) / "runs" / "packed" / "packing.json"
+    if name == "packed_compiled" and per_gpu == "auto" and packing.exists():   # the packed mode's probe, reused
+        from bench.packing import plan_jobs_per_gpu
+        pk = json.loads(packing.read_text())
+        per_gpu = str(plan_jobs_per_gpu(pk["peaks"], pk["free_bytes"], len(pk["peaks"]), compiled=True)["jobs_per_gpu"])
     if name != "sequential":
-        cmd += ["--jobs-per-gpu", a.jobs_per_gpu] if gpu else ["--workers", str(a.cpu_workers)]
+        cmd += ["--jobs-per-gpu", per_gpu] if gpu else ["--workers", str(a.cpu_workers)]
     if name == "packed_compiled":
         cmd += ["--compile", a.compile_mode]
     with GpuSampler() if gpu else _Null() as sampler:
@@ -179,6 +184,9 @@ def run_mode(name: str, a, data: Path, proto: Path, budget: Budget, gpu: bool) -
     if name != "sequential":
         slots = _slots_used(Path(a.out) / f"run_{name}.log", default=a.cpu_workers if not gpu else 1)
     res.update(mode=name, slots=slots, jobs=jobs, gpu_sampling=sampler.summary(), wall_s=res["seconds"])
+    if (out / "packing.json").exists():
+        pk = json.loads((out / "packing.json").read_text())
+        res["packing"] = {k: pk.get(k) for k in ("peaks", "free_bytes", "probe_seconds")}
     if jobs:
         res["aggregate_images_per_s"] = sum(j["train_images"] for j in jobs) / res["wall_s"]
         res["sum_job_images_per_s"] = sum(j["images_per_s"] for j in jobs)
