@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import queue
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,7 @@ def threads_per_worker(n_workers: int) -> int:
                // max(1, n_workers))
 
 
-def _worker(job, run_dir, device, tasks, results, threads=None):
+def _worker(job, run_dir, device, tasks, results, threads=None, current=None, slot=0):
     """Run (i, (model, fold)) items from `tasks` on `device` until a None arrives; results or tracebacks back."""
     import torch
     if threads:
@@ -94,6 +95,8 @@ def _worker(job, run_dir, device, tasks, results, threads=None):
         if item is None:
             return
         i, (m, k) = item
+        if current is not None:
+            current[slot] = i           # shared memory, written at once: the parent knows the job if we are killed
         try:
             results.put((i, job(run_dir, m, k, device, False), None))
         except BaseException:  # noqa: BLE001 - reported to the parent, which fails the run
@@ -110,13 +113,31 @@ def process_pool(job: JobFn, run_dir: str, jobs, devices: list[str], threads: in
         tasks.put((i, pair))
     for _ in devices:
         tasks.put(None)
-    procs = [ctx.Process(target=_worker, args=(job, run_dir, d, tasks, results, threads), daemon=False)
-             for d in devices]
+    current = ctx.Array("i", [-1] * len(devices))          # the job each worker is on
+    procs = [ctx.Process(target=_worker, args=(job, run_dir, d, tasks, results, threads, current, w), daemon=False)
+             for w, d in enumerate(devices)]
     for pr in procs:
         pr.start()
-    out, errors = [None] * len(jobs), []
-    for _ in jobs:
-        i, res, err = results.get()
+    out, errors, reported, dead = [None] * len(jobs), [], set(), set()
+    while len(reported) < len(jobs):
+        try:
+            i, res, err = results.get(timeout=1.0)
+        except queue.Empty:             # a worker killed mid-job (OOM killer, kill -9) never reports: look
+            for w, pr in enumerate(procs):
+                i = current[w]
+                if pr.exitcode not in (None, 0) and w not in dead:
+                    dead.add(w)
+                    if i >= 0 and i not in reported:
+                        reported.add(i)
+                        errors.append(f"{jobs[i][0]} fold {jobs[i][1]}: worker pid {pr.pid} died (exit code "
+                                      f"{pr.exitcode}); re-run the same command to resume it")
+                        log.error("job %s: its worker died", jobs[i])
+            if len(reported) < len(jobs) and all(pr.exitcode is not None for pr in procs):
+                lost = [f"{jobs[i][0]} fold {jobs[i][1]}" for i in range(len(jobs)) if i not in reported]
+                errors.append(f"not run (every worker process has exited): {', '.join(lost)}")
+                break
+            continue
+        reported.add(i)
         out[i] = res
         if err:
             errors.append(f"{jobs[i][0]} fold {jobs[i][1]}:\n{err}")

@@ -46,13 +46,17 @@ def _pid_start(pid: int) -> str | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """The pid exists and is not a zombie (killed, not yet reaped by its parent)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:         # exists, owned by someone else
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
         return True
-    return True
 
 
 def holder_info() -> dict:

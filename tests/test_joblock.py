@@ -53,6 +53,23 @@ def test_lock_of_a_dead_pid_is_taken_over(tmp_path):
     lk.release()
 
 
+def test_killed_but_unreaped_holder_is_gone(tmp_path):
+    """kill -9 of a holder whose parent has not reaped it yet: a zombie still answers kill(pid, 0)."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        info = {**holder_info(), "pid": p.pid, "pid_start": None}
+        assert stale_reason(info, time.time()) is None
+        p.kill()
+        deadline = time.time() + 10
+        while time.time() < deadline and stale_reason(info, time.time()) is None:
+            time.sleep(0.02)
+        assert os.path.exists(f"/proc/{p.pid}")                 # not reaped yet: a zombie
+        assert stale_reason(info, time.time()) == f"pid {p.pid} on this host is gone"
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_reused_pid_is_recognised(tmp_path):
     info = {**holder_info(), "pid_start": "-1"}        # our own pid, but a process that started at another time
     assert "another process" in stale_reason(info, time.time())

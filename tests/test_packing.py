@@ -116,6 +116,21 @@ def test_threads_per_worker(monkeypatch):
     assert threads_per_worker(1) == cores and threads_per_worker(10 * cores) == 1
 
 
+def _record(run_dir, model, fold, device, progress):
+    if model == "killed":
+        os.kill(os.getpid(), 9)
+    return {"model": model, "fold": fold, "pid": os.getpid()}
+
+
+def test_process_pool_survives_a_worker_killed_mid_job(tmp_path):
+    """kill -9 of a worker (OOM killer): its job is reported as failed, the others still run, nothing hangs."""
+    from bench.executors import process_pool
+    jobs = [("killed", 0), ("a", 0), ("a", 1), ("a", 2)]
+    with pytest.raises(RuntimeError, match=r"killed fold 0: worker pid \d+ died \(exit code -9\)") as e:
+        process_pool(_record, str(tmp_path), jobs, ["cpu", "cpu"], threads=1)
+    assert "a fold" not in str(e.value)
+
+
 def test_jobs_per_gpu_option_is_validated(tmp_path, capsys):
     from bench.cli import main
     assert main(["run", str(_protocol(tmp_path)), "--data", str(tmp_path), "--jobs-per-gpu", "0"]) == 2
