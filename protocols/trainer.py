@@ -316,19 +316,24 @@ def compile_model(model: nn.Module, mode: str, trial: Callable[[nn.Module], None
 
 def compile_trial(fit: Fit, y_dev: torch.Tensor, train_sizes: list[int], eval_sizes: list[int]) -> Callable:
     """The trial compile_model runs: forward + backward at each training batch size, forward at each eval size."""
+    def batch(n: int, sizes: list[int]) -> torch.Tensor:
+        x = fit.batcher.batch(torch.arange(n))
+        if n > 1 and len([s for s in sizes if s > 1]) > 1:   # several sizes: one graph, dynamic batch dimension
+            torch._dynamo.mark_dynamic(x, 0)          # instead of a static compile and then a dynamic recompile
+        return x
+
     def trial(net: nn.Module) -> None:
         rt = fit.batcher.rt
         net.train()
         for n in train_sizes:
-            rows = torch.arange(n)
             with rt.autocast():
-                out = net(fit.batcher.batch(rows))
-            fit.crit(out, y_dev[rows.to(rt.device)]).backward()
+                out = net(batch(n, train_sizes))
+            fit.crit(out, y_dev[:n]).backward()
         net.eval()
         with torch.inference_mode():
             for n in eval_sizes:
                 with rt.autocast():
-                    net(fit.batcher.batch(torch.arange(n)))
+                    net(batch(n, eval_sizes))
         if rt.device.type == "cuda":
             torch.cuda.synchronize(rt.device)
     return trial
