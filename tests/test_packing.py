@@ -368,3 +368,47 @@ def test_auto_jobs_per_gpu_probes_once_and_reuses_packing_json(tmp_path, monkeyp
     with pytest.raises(ValueError, match="probe"):
         (tmp_path / "packing.json").unlink()
         packing.auto_jobs_per_gpu(tmp_path, ["a"], "cuda:0", n_jobs=10)
+
+
+# ---------------------------------------------------------------- on a GPU (skipped without CUDA)
+
+
+@pytest.mark.gpu
+def test_two_jobs_packed_on_one_gpu_match_running_alone(tmp_path, tiny_data):
+    """--jobs-per-gpu 2 on one GPU, deterministic protocol: the same logits as one job at a time."""
+    from bench.runner import run
+    proto = _protocol(tmp_path)
+    seq, packed = tmp_path / "seq", tmp_path / "packed"
+    assert run(proto, _opts(tiny_data, seq, device="cuda:0"))[0] == 0
+    assert run(proto, _opts(tiny_data, packed, device="cuda:0", jobs_per_gpu=2))[0] == 0
+    pids = {_done(packed, m, k)["trained_by"]["pid"] for m in MODELS for k in (0, 1)}
+    assert len(pids) == 2
+    for m in MODELS:
+        for k in (0, 1):
+            assert np.array_equal(_logits(seq, m, k), _logits(packed, m, k)), (m, k)
+
+
+@pytest.mark.gpu
+def test_auto_jobs_per_gpu_measures_a_real_peak(tmp_path, tiny_data):
+    import torch
+
+    from bench.runner import run
+    out = tmp_path / "auto"
+    assert run(_protocol(tmp_path), _opts(tiny_data, out, device="cuda:0", jobs_per_gpu="auto"))[0] == 0
+    doc = json.loads((out / "packing.json").read_text())
+    free, total = torch.cuda.mem_get_info(0)
+    for m in MODELS:
+        assert 0 < doc["peaks"][m] < total
+    assert 0 < doc["free_bytes"] <= total
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compile_modes_train_on_the_gpu(tmp_path, tiny_data, mode):
+    from bench.runner import run
+    out = tmp_path / mode
+    assert run(_protocol(tmp_path, models=["timm/test_resnet"], compile=mode),
+               _opts(tiny_data, out, device="cuda:0", folds=[0]))[0] == 0
+    c = _done(out, "timm/test_resnet", 0)["compile"]
+    assert c["status"] == "compiled", c
+    assert np.isfinite(_logits(out, "timm/test_resnet", 0)).all()
