@@ -132,14 +132,18 @@ def test_bf16_autocast_and_channels_last_on_cpu():
 
 
 def test_peak_rss_sees_an_allocation_inside_the_window():
+    import mmap
     with L.PeakMemory(torch.device("cpu")) as pm:
-        buf = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        buf[::512] += 1
+        # 64 MiB of fresh anonymous pages, every page touched: a malloc'd array may reuse pages an earlier
+        # test freed but that are still resident, and then RSS does not grow at all
+        buf = mmap.mmap(-1, 64 * 2**20)
+        for off in range(0, len(buf), mmap.PAGESIZE):
+            buf[off] = 1
     r = pm.result
     assert r["peak_allocated_bytes"] is None and r["peak_rss_bytes"] > 0
     if r["rss_peak_reset"]:
         assert r["peak_rss_bytes"] - r["rss_before_bytes"] >= 0.9 * 64 * 2**20
-    del buf
+    buf.close()
 
 
 def test_peak_window_excludes_warmup_one_offs_but_sees_steady_state():
