@@ -319,7 +319,8 @@ def compile_trial(fit: Fit, y_dev: torch.Tensor, train_sizes: list[int], eval_si
     def batch(n: int, sizes: list[int]) -> torch.Tensor:
         x = fit.batcher.batch(torch.arange(n))
         if n > 1 and len([s for s in sizes if s > 1]) > 1:   # several sizes: one graph, dynamic batch dimension
-            torch._dynamo.mark_dynamic(x, 0)          # instead of a static compile and then a dynamic recompile
+            torch._dynamo.maybe_mark_dynamic(x, 0)    # instead of static + dynamic recompile (static if the model
+                                                      # needs it: mark_dynamic would raise ConstraintViolation)
         return x
 
     def trial(net: nn.Module) -> None:
