@@ -82,8 +82,8 @@ def read_lock(path) -> tuple[dict | None, float] | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError):
-        return None, 0.0
+    except (OSError, UnicodeDecodeError):       # e.g. no permission: count it as fresh (held), never as stale
+        return None, time.time()
     try:
         info = json.loads(text)
     except json.JSONDecodeError:
