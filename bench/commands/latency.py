@@ -170,15 +170,11 @@ def main(args) -> int:
 if __name__ == "__main__":  # `python -m bench.commands.latency ...`: this command alone, without the other commands' imports
     import argparse
 
-    from bench.cli import configure_logging
+    from bench.cli import configure_logging, run_command
 
     configure_logging()
     _p = argparse.ArgumentParser(prog="fibrobench latency", description=DESCRIPTION)
     add_arguments(_p)
     _a = _p.parse_args()
-    _a.argv = ["latency", *sys.argv[1:]]
-    try:
-        sys.exit(main(_a))
-    except BadInput as _e:
-        print(f"fibrobench latency: error: {_e}", file=sys.stderr)
-        sys.exit(2)
+    _a.argv, _a.command, _a._main = ["latency", *sys.argv[1:]], NAME, main
+    sys.exit(run_command(_a))
