@@ -129,6 +129,34 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     return True
 
 
+def _check_models(p: Protocol) -> None:
+    """Every model name of the protocol is known and accepts its input size (BadInput otherwise)."""
+    from models.registry import check_input_size, get_spec
+
+    for i, name in enumerate(p.models):
+        try:
+            check_input_size(get_spec(name), p.data.input_size)
+        except BadInput as exc:        # name the protocol file and key, not the registry
+            raise BadInput(p.source or "<protocol>", f"models[{i}]", exc.message) from None
+
+
+def _make_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(run_dir, "--out", f"cannot create the run directory: {exc.strerror or exc}") from None
+
+
+def _check_device(spec: str) -> None:
+    """--device names a device this machine has (checked before anything is written)."""
+    from protocols.trainer import resolve_device
+
+    try:
+        resolve_device(spec)
+    except (ValueError, RuntimeError) as exc:
+        raise BadInput("<command line>", "--device", str(exc).splitlines()[0]) from None
+
+
 def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict] | None:
     """Create/verify RUN_DIR: splits.json, leakage.json, run.json (status running). None if the gate fails."""
     from protocols.data import data_fingerprint
@@ -139,7 +167,9 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if any(k < 0 or k >= p.split.n_folds for k in folds):
         raise BadInput("--folds", "folds", f"fold indices must be in 0..{p.split.n_folds - 1}, got {folds}")
     run_dir = Path(opts.out) if opts.out else default_out(p)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInput(run_dir, "--out", "exists and is not a directory")
+    _check_models(p)    # nothing is created before the protocol's models are known to exist
     sha = protocol_sha256(p)
     run_path = run_dir / "run.json"
     previous = json.loads(run_path.read_text()) if run_path.exists() else None
@@ -164,7 +194,6 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     else:
         splits = make_splits(df, p.split.level, p.split.test_fraction, p.split.n_folds, p.split.seed,
                              groups=_clusters_for(df, p))
-        write_splits(run_dir, splits)
 
     models_info = {}
     for name in p.models:   # builds each model once: fails early on unknown names / missing weights
@@ -172,6 +201,9 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
         models_info[name] = {"weights": m.fibro_weights, "params": int(sum(t.numel() for t in m.parameters())),
                              "activation": p.train.activation, "activation_swaps": swapped}
         del m
+    _make_dir(run_dir)          # everything is validated: only now does the run directory appear
+    if not splits_path.exists():
+        write_splits(run_dir, splits)
 
     seeds = {"split": p.split.seed, "train": {f"fold{k}": fold_seed(p, k) for k in range(p.split.n_folds)}}
     run = {
@@ -272,6 +304,8 @@ def run(protocol_path, opts: RunOptions, executor=None) -> tuple[int, Path | Non
     from bench.executors import make_executor
 
     protocol = load_protocol(protocol_path) if not isinstance(protocol_path, Protocol) else protocol_path
+    if opts.executor == "local":     # Slurm jobs resolve the device on their own node
+        _check_device(opts.device)
     prepared = prepare(protocol, opts)
     if prepared is None:
         return 1, Path(opts.out) if opts.out else None

@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,9 @@ def load_protocol(path: str | Path) -> Protocol:
 # ---------------------------------------------------------------- validation
 
 
+_PATH_NAME = re.compile(r"[A-Za-z0-9_+=@-][A-Za-z0-9._+=@-]{0,199}")
+
+
 class _V:
     """Validator bound to one file: every error names the file and the dotted key path."""
 
@@ -225,6 +229,14 @@ class _V:
             self.fail(k, f"expected a string, got {v!r}")
         return v
 
+    def path_name(self, v, k):
+        """A name that becomes part of a file name (the default run directory): one safe path component."""
+        v = self.string(v, k)
+        if not _PATH_NAME.fullmatch(v):
+            self.fail(k, f"{v!r} cannot name a run directory: use letters, digits and . _ + = @ - (no '/', "
+                         "not starting with '.', at most 200 characters)")
+        return v
+
     def choice(self, options):
         def check(v, k):
             if isinstance(v, str):
@@ -290,7 +302,7 @@ def from_dict(raw: dict, source: str = "<protocol>") -> Protocol:
     """Validate a resolved protocol mapping; unknown keys and bad values raise BadInput(file, key path)."""
     v = _V(source)
     top = v.section(raw, "", {
-        "name": (v.string, _REQUIRED),
+        "name": (v.path_name, _REQUIRED),
         "description": (v.string, ""),
         "smoke": (v.boolean, False),
         "data": (lambda d, k: d, {}),
@@ -377,11 +389,12 @@ def apply_overrides(p: Protocol, overrides: dict) -> Protocol:
 
 
 def _fmt(v) -> str:
+    """A grid value as it appears in a variant id (a folder name): characters outside _PATH_NAME become '_'."""
     if isinstance(v, (list, tuple)):
-        return "+".join(str(x) for x in v)
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
+        text = "+".join(str(x) for x in v)
+    else:
+        text = f"{v:g}" if isinstance(v, float) else str(v)
+    return re.sub(r"[^A-Za-z0-9._+=@-]", "_", text)
 
 
 def expand_grid(p: Protocol) -> list[Protocol]:
@@ -398,7 +411,7 @@ def expand_grid(p: Protocol) -> list[Protocol]:
     for combo in itertools.product(*(p.grid[k] for k in keys)):
         overrides = dict(zip(keys, combo))
         label = "_".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in overrides.items())
-        vid = f"{label}-{sha256_of(overrides)[:8]}"
+        vid = f"{label[:120]}-{sha256_of(overrides)[:8]}"   # a folder name: bounded, unique by the hash
         q = apply_overrides(dataclasses.replace(p, grid=None), overrides)
         out.append(dataclasses.replace(q, name=f"{p.name}@{vid}", variant={"id": vid, "overrides": overrides}))
     return out
