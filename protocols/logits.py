@@ -1,6 +1,7 @@
 """The logit store: .npz files with ids / logits / labels (and probs for ensembles), written atomically, read checked."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ def read_logits(path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:   # truncated/not a zip: BadZipFile
         raise BadInput(path, None, f"not a readable .npz: {exc}") from None
     for k in KEYS:
         if k not in out:

@@ -152,7 +152,7 @@ def read_splits(path) -> dict:
         splits = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(path, None, "splits file not found") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(path, None, f"not valid JSON: {exc}") from None
     return verify(splits, path)
 

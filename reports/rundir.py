@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def read_logits(path: Path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:   # truncated/not a zip: BadZipFile
         raise ReportInputError(path, None, f"unreadable .npz ({exc})") from None
     for key in ("ids", "logits", "labels"):
         if key not in data:
