@@ -30,6 +30,7 @@ _ENV_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EA
                errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTEMPTY, errno.EINVAL,
                errno.EXDEV, errno.EMFILE}
 _NO_PATH_NEEDED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}   # environment-wide: bad whatever file it hit
+MAX_MESSAGE = 1000
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
 
 
@@ -73,9 +74,10 @@ def path_arguments(parser: argparse.ArgumentParser) -> list[PathArg]:
 
 def one_line(text: str) -> str:
     """Whitespace runs (newlines included) become one space; control characters (terminal escapes in a hostile
-    file name) are shown escaped."""
+    file name) are shown escaped; at most MAX_MESSAGE characters."""
     text = " ".join(str(text).split())
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return text if len(text) <= MAX_MESSAGE else f"{text[:MAX_MESSAGE]}... ({len(text) - MAX_MESSAGE} more characters)"
 
 
 def _nearest_existing(path: Path) -> Path:

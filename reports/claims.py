@@ -81,6 +81,9 @@ class Num:
         return s + ("%" if self.percent else "")
 
 
+_MAX_EXP = 300    # printed numbers beyond ~1e300 (float's range) are typos or hostile input
+
+
 def parse_num(raw: Any, path, key: str, decimals: int | None = None) -> Num:
     """A printed number: int (exact), or a string like "84.90", "98.34%", "1,267", "6.24e-7"."""
     if isinstance(raw, bool) or raw is None:
@@ -105,6 +108,9 @@ def parse_num(raw: Any, path, key: str, decimals: int | None = None) -> Num:
     sign, whole, frac, exp = m.groups()
     frac = frac or ""
     exp = int(exp or 0)
+    if abs(exp + len(whole)) > _MAX_EXP or len(whole + frac) > 60:   # before 10 ** exp / int() are built:
+        shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:36] + "...'"   # 1e999999999 would hang
+        raise ReportInputError(path, key, f"{shown} is out of range for a printed statistic")
     mant = Fraction(int(whole + frac), 10 ** len(frac)) * (-1 if sign == "-" else 1)
     places = len(frac) if decimals is None else decimals
     value = mant * Fraction(10) ** exp
