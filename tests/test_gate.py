@@ -34,7 +34,8 @@ def _run(tmp_path, name="run", fingerprint="a" * 64, proto="b" * 64, latency=Non
     d = tmp_path / name
     d.mkdir()
     (d / "run.json").write_text(json.dumps({"schema": "fibrobench.run/1", "protocol_sha256": proto,
-                                            "data": {"fingerprint": fingerprint}, "splits_sha256": "c" * 64}))
+                                            "data": {"fingerprint": fingerprint}, "splits_sha256": "c" * 64,
+                                            "status": "complete"}))
     if latency is not None:
         (d / "latency.json").write_text(json.dumps(latency))
     return d
