@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from models.errors import BadInput
+from models.safe_load import load_weights_only
 
 log = logging.getLogger("fibrobench.models")
 
@@ -56,11 +57,7 @@ _WRAPPERS = ("state_dict", "model_state_dict", "model_state", "model", "module")
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file (unwraps {'state_dict': ...}-style dicts, strips 'module.')."""
     path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad user input
-        raise BadInput(path, "pretrained", f"cannot read weights with torch.load(weights_only=True): "
-                                           f"{type(exc).__name__}: {exc}") from exc
+    obj = load_weights_only(path, "pretrained", "weights file")
     for _ in range(3):
         if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
             key = next((k for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)

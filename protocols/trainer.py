@@ -15,12 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.safe_load import load_weights_only
 from protocols.atomic import write_bytes, write_json, write_text
 from protocols.config import Protocol
+from protocols.errors import BadInput
 from protocols.logits import write_logits
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
 RESUME = "resume.pt"
+RESTART_HINT = "delete it to restart this fold from epoch 1"
 
 
 # ---------------------------------------------------------------- pieces (pure where possible)
@@ -216,17 +219,21 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
 
     resume_path = job_dir / RESUME
     if resume_path.exists():
-        ck = torch.load(resume_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        gen.set_state(ck["gen_state"])
-        torch.set_rng_state(ck["torch_rng"])
-        if dev.type == "cuda" and ck.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ck["cuda_rng"], dev)
-        history, start_epoch = ck["history"], ck["epoch"] + 1
-        best_metric, best_state, best_epoch = ck["best_metric"], ck["best_state"], ck["best_epoch"]
-        sel_val_logits = ck["sel_val_logits"]
+        ck = load_weights_only(resume_path, "resume", "resume checkpoint", RESTART_HINT)
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            gen.set_state(ck["gen_state"])
+            torch.set_rng_state(ck["torch_rng"])
+            if dev.type == "cuda" and ck.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(ck["cuda_rng"], dev)
+            history, start_epoch = ck["history"], ck["epoch"] + 1
+            best_metric, best_state, best_epoch = ck["best_metric"], ck["best_state"], ck["best_epoch"]
+            sel_val_logits = ck["sel_val_logits"]
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise BadInput(resume_path, "resume", f"not a resume checkpoint of this job ({type(exc).__name__}: "
+                                                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); {RESTART_HINT}") from None
 
     n_train = len(rows["train"])
     # a trailing batch of one image cannot go through BatchNorm where the feature map is 1x1 (small inputs);
