@@ -17,7 +17,7 @@ import sys
 import traceback
 
 # order = order in --help; module names are stable, the CLI contract lives in docs/design.md
-COMMANDS = ["synth", "models", "run", "leakage", "latency", "audit_claims", "report", "gate", "demo"]
+COMMANDS = ["synth", "models", "weights", "run", "leakage", "latency", "audit_claims", "report", "gate", "demo"]
 
 
 class _Stderr(logging.Handler):

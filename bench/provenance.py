@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 PACKAGES = ["fibrobench", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn",
-            "statsmodels", "pandas", "jinja2", "pyyaml", "matplotlib", "pillow", "submitit", "pulp"]
+            "statsmodels", "pandas", "jinja2", "pyyaml", "matplotlib", "pillow", "submitit", "pulp",
+            "huggingface-hub", "safetensors"]  # the last two: how timm weights are found and read
 
 _REPO = Path(__file__).resolve().parent.parent
 

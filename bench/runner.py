@@ -129,15 +129,16 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     return True
 
 
-def _check_models(p: Protocol) -> None:
-    """Every model name of the protocol is known and accepts its input size (BadInput otherwise)."""
+def _check_models(p: Protocol, from_command_line: bool) -> None:
+    """Every model name (of the protocol, or of --models) is known and accepts the input size (BadInput)."""
     from models.registry import check_input_size, get_spec
 
     for i, name in enumerate(p.models):
         try:
             check_input_size(get_spec(name), p.data.input_size)
-        except BadInput as exc:        # name the protocol file and key, not the registry
-            raise BadInput(p.source or "<protocol>", f"models[{i}]", exc.message) from None
+        except BadInput as exc:        # name where the model was named, not the registry
+            where = ("<command line>", "--models") if from_command_line else (p.source or "<protocol>", f"models[{i}]")
+            raise BadInput(*where, exc.message) from None
 
 
 def _make_dir(run_dir: Path) -> None:
@@ -169,7 +170,7 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     run_dir = Path(opts.out) if opts.out else default_out(p)
     if run_dir.exists() and not run_dir.is_dir():
         raise BadInput(run_dir, "--out", "exists and is not a directory")
-    _check_models(p)    # nothing is created before the protocol's models are known to exist
+    _check_models(p, "models" in overrides)    # nothing is created before the protocol's models are known to exist
     sha = protocol_sha256(p)
     run_path = run_dir / "run.json"
     previous = json.loads(run_path.read_text()) if run_path.exists() else None
@@ -200,6 +201,8 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
         m, swapped = build_model(p, name)
         models_info[name] = {"weights": m.fibro_weights, "params": int(sum(t.numel() for t in m.parameters())),
                              "activation": p.train.activation, "activation_swaps": swapped}
+        if getattr(m, "fibro_code", None):  # a user factory: which file of code built it
+            models_info[name]["code"] = m.fibro_code
         del m
     _make_dir(run_dir)          # everything is validated: only now does the run directory appear
     if not splits_path.exists():

@@ -1,4 +1,4 @@
-"""The model registry: names -> torchvision backbones (and ResNet-50 + CBAM variants) with a fresh k-class head."""
+"""The model registry: built-in names, `timm/<name>`, `tv/<name>` and `package.module:factory`, each with a fresh k-class head."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +7,7 @@ from typing import Callable
 from torch import nn
 
 from models.errors import BadInput
+from models.names import BUILTIN, FACTORY, parse_name
 
 MIN_INPUT_SIZE = 32
 
@@ -14,11 +15,12 @@ MIN_INPUT_SIZE = 32
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    arch: str  # torchvision architecture whose ImageNet weights initialise the backbone
-    head: str  # module path of the final classifier Linear
+    arch: str  # whose published weights initialise it: torchvision builder, timm model name, or the factory spec
+    head: str | None  # module path of the final classifier; None: found on the built model (classifier_path)
     build: Callable[[int, int], nn.Module]  # (num_classes, input_size) -> randomly initialised model
     description: str
     size_multiple: int = 1
+    kind: str = BUILTIN
 
 
 def _tv(fn_name: str, **extra) -> Callable[[int, int], nn.Module]:
@@ -59,14 +61,24 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 
 
 def list_models() -> list[str]:
-    """Registered model names, baseline first."""
+    """Built-in model names, baseline first (any timm/<name>, tv/<name> or package.module:factory works too)."""
     return list(REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
-    if name not in REGISTRY:
-        raise BadInput("models", "name", f"unknown model {name!r}; registered: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+    """The spec of any model name: built-in, timm/<name>, tv/<name> or package.module:factory."""
+    try:
+        kind, ident = parse_name(name)
+    except ValueError as exc:
+        raise BadInput("models", "name", str(exc)) from None
+    if kind == BUILTIN:
+        if name not in REGISTRY:
+            raise BadInput("models", "name", f"unknown model {name!r}; built-in: {', '.join(REGISTRY)}; "
+                                             f"or timm/<name>, tv/<name>, package.module:factory")
+        return REGISTRY[name]
+    from models.external import external_spec
+
+    return external_spec(kind, name, ident)
 
 
 def check_input_size(spec: ModelSpec, input_size) -> int:
@@ -82,19 +94,34 @@ def create_model(name: str, num_classes: int = 5, pretrained=None, input_size: i
                  allow_random_init: bool = True) -> nn.Module:
     """Build model `name` with a `num_classes` head for square `input_size` inputs.
 
-    pretrained: None (random init), "imagenet" (torchvision file from the torch hub cache, offline) or a
-    path to a state-dict file. The result carries `.fibro_weights` (what was loaded, what stayed fresh).
+    pretrained: None/False (random init), "imagenet"/True (the model's published ImageNet weights, found
+    offline in the torch hub or Hugging Face cache; `fibrobench weights fetch NAME` puts them there) or a
+    path to a weights file. The result carries `.fibro_weights` (what was loaded, what stayed fresh) and
+    `.fibro_head` (module path of the classifier).
     """
-    from models.weights import apply_pretrained
+    from models.weights import apply_pretrained, normalise_pretrained
 
     spec = get_spec(name)
     check_input_size(spec, input_size)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise BadInput("models", "num_classes", f"need an integer >= 2, got {num_classes!r}")
-    model = spec.build(num_classes, input_size)
-    model.fibro_weights = apply_pretrained(model, name, spec.arch, pretrained, allow_random_init, spec.head)
+    model, record = apply_pretrained(spec, num_classes, input_size, normalise_pretrained(pretrained),
+                                     allow_random_init)
+    if spec.kind != BUILTIN:
+        from models.external import check_output, classifier_path
+
+        check_output(model, name, num_classes, input_size)
+        head = spec.head or classifier_path(model, num_classes)
+        if spec.kind == FACTORY:
+            from models.external import factory_code
+
+            model.fibro_code = factory_code(name)
+    else:
+        head = spec.head
+    model.fibro_weights = record
     model.fibro_name = name
     model.fibro_input_size = input_size
+    model.fibro_head = head
     return model
 
 
@@ -115,9 +142,11 @@ def create_feature_extractor(name: str, pretrained=None, input_size: int = 224,
     """
     model = create_model(name, num_classes=2, pretrained=pretrained, input_size=input_size,
                          allow_random_init=allow_random_init)
-    spec = get_spec(name)
-    old = _replace(model, spec.head, nn.Identity())
+    if model.fibro_head is None:
+        raise BadInput("models", "name", f"{name}: no classifier layer with 2 outputs found to remove")
+    old = _replace(model, model.fibro_head, nn.Identity())
     if not isinstance(old, nn.Linear):
-        raise TypeError(f"{name}: expected a Linear at {spec.head}, found {type(old).__name__}")
+        raise BadInput("models", "name", f"{name}: expected a Linear classifier at {model.fibro_head}, "
+                                         f"found {type(old).__name__}; cannot take features before it")
     model.fibro_feature_dim = old.in_features
     return model.eval(), old.in_features

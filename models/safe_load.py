@@ -7,10 +7,10 @@ from pathlib import Path
 
 from models.errors import BadInput
 
-_TORCH_BOILERPLATE = re.compile(
-    r"weights only load failed|weights_only|pytorch 2\.6|arbitrary code execution|trusted source|"
-    r"check the documentation|please file an issue|internal miniz error|high likelihood|can happen if",
-    re.IGNORECASE)
+_TORCH_BOILERPLATE = re.compile(   # advice and apologies around the cause; the advice must never reach the user
+    r"weights only load failed|weights_only\W*(set\W*)?to\W*false|weights_only=false|retry with|re-running|"
+    r"pytorch 2\.6|arbitrary code execution|trusted|check the documentation|please file an issue|"
+    r"no automatic unsafe|internal miniz error|high likelihood|can happen if", re.IGNORECASE)
 
 
 def reason(exc: BaseException) -> str:

@@ -1,12 +1,13 @@
-"""Offline pretrained weights: find torchvision ImageNet files in the torch hub cache or read a given file.
+"""Offline pretrained weights: build a model from its published ImageNet file or a given file, and record it.
 
-Nothing here downloads. `pretrained="imagenet"` looks for torchvision's own file names under
-`$TORCH_HOME/hub/checkpoints/` (torch.hub.get_dir()), the directory torchvision itself caches into;
-`pretrained="/path/file.pth"` reads that file. Files are read with torch.load(weights_only=True).
+Nothing here downloads. `pretrained="imagenet"` (or True) takes the file that models.hub finds in the
+torch hub cache (torchvision, timm URL weights) or the Hugging Face cache (timm); `pretrained="/path/file"`
+reads that file. torchvision/built-in/factory models get the tensors whose names and shapes match
+(torch.load(weights_only=True)); timm models load through timm itself (its checkpoint filter, head
+reset and position-embedding resampling), with the file given as timm's `pretrained_cfg` `file`.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
@@ -15,41 +16,11 @@ import torch
 from torch import nn
 
 from models.errors import BadInput
-from models.safe_load import load_weights_only
+from models.hub import file_sha256, find_cached, missing_message
+from models.names import FACTORY, TIMM
+from models.safe_load import load_weights_only, reason
 
 log = logging.getLogger("fibrobench.models")
-
-# torchvision file names per architecture, in order of preference (the first found is used)
-def _imagenet_files() -> dict[str, list[str]]:
-    from torchvision import models as tvm
-
-    enums = {
-        "resnet50": [tvm.ResNet50_Weights.IMAGENET1K_V1, tvm.ResNet50_Weights.IMAGENET1K_V2],
-        "vgg16": [tvm.VGG16_Weights.IMAGENET1K_V1],
-        "densenet121": [tvm.DenseNet121_Weights.IMAGENET1K_V1],
-        "efficientnet_b0": [tvm.EfficientNet_B0_Weights.IMAGENET1K_V1],
-        "vit_b_16": [tvm.ViT_B_16_Weights.IMAGENET1K_V1, tvm.ViT_B_16_Weights.IMAGENET1K_SWAG_LINEAR_V1],
-    }
-    return {arch: [w.url.rsplit("/", 1)[-1] for w in ws] for arch, ws in enums.items()}
-
-
-def hub_checkpoint_dir() -> Path:
-    """Where torchvision caches its downloads: $TORCH_HOME/hub/checkpoints (default ~/.cache/torch/...)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def expected_files(arch: str) -> list[Path]:
-    """Every file that `pretrained='imagenet'` accepts for `arch`, in order of preference."""
-    names = _imagenet_files().get(arch)
-    if names is None:
-        raise ValueError(f"no ImageNet weights known for architecture {arch!r}")
-    return [hub_checkpoint_dir() / n for n in names]
-
-
-def find_imagenet_file(arch: str) -> Path | None:
-    """The first expected file that exists, else None."""
-    return next((p for p in expected_files(arch) if p.is_file()), None)
-
 
 _WRAPPERS = ("state_dict", "model_state_dict", "model_state", "model", "module")
 
@@ -96,20 +67,9 @@ def _fit_vit_positions(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[st
     return dict(interpolate_embeddings(model.image_size, model.patch_size, OrderedDict(sd)))
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_state_dict_into(model: nn.Module, sd: dict[str, torch.Tensor], arch: str, path: Path) -> dict:
     """Copy every tensor whose name and shape match; report what was left out on either side."""
-    if arch == "densenet121":
-        sd = remap_densenet_keys(sd)
-    if arch == "vit_b_16":
-        sd = _fit_vit_positions(sd, model)
+    sd = _fit_vit_positions(remap_densenet_keys(sd), model)  # both no-ops for other architectures
     own = model.state_dict()
     mismatched = sorted(k for k, v in sd.items() if k in own and own[k].shape != v.shape)
     usable = {k: v for k, v in sd.items() if k in own and k not in mismatched}
@@ -122,49 +82,121 @@ def load_state_dict_into(model: nn.Module, sd: dict[str, torch.Tensor], arch: st
             "shape_mismatch_keys": mismatched, "loaded_keys": len(usable)}
 
 
-def is_fresh_key(key: str, head: str) -> bool:
+def is_fresh_key(key: str, head: str | None) -> bool:
     """True for tensors that start fresh on purpose: the new classifier head and every CBAM module."""
-    return key.startswith(head + ".") or any(part.startswith("cbam") for part in key.split("."))
+    return (head is not None and key.startswith(head + ".")) or any(part.startswith("cbam") for part in key.split("."))
 
 
-def apply_pretrained(model: nn.Module, name: str, arch: str, pretrained, allow_random_init: bool,
-                     head: str) -> dict:
-    """Load weights into `model` per `pretrained` (None | 'imagenet' | path) and return the record.
 
-    `head` is the module path of the classifier (e.g. 'fc'); it and CBAM are expected to stay freshly
-    initialised, any other missing key is logged as a warning and listed in `backbone_missing_keys`.
+
+def normalise_pretrained(pretrained) -> str | None:
+    """None/False -> None (random init); True/'imagenet' -> 'imagenet'; anything else -> a file path string."""
+    if pretrained is None or pretrained is False:
+        return None
+    if pretrained is True or str(pretrained).lower() == "imagenet":
+        return "imagenet"
+    return str(pretrained)
+
+
+def _record(pretrained) -> dict:
+    return {"requested": pretrained, "source": None, "sha256": None, "missing_keys": [], "unexpected_keys": [],
+            "shape_mismatch_keys": [], "random_init": True, "note": ""}
+
+
+def _timm_compare(model: nn.Module, path: Path, head: str | None) -> dict:
+    """What timm loaded, read back from the model: tensors identical to the file's (loaded), present in the
+    file under the same name but changed (adapted by timm's checkpoint filter, e.g. resampled position
+    embeddings), and the rest (missing: the fresh head, or renamed by the filter)."""
+    from timm.models import load_state_dict
+
+    sd = load_state_dict(str(path))
+    own = model.state_dict()
+    same = {k for k, v in own.items() if k in sd and sd[k].shape == v.shape and torch.equal(sd[k], v.to(sd[k].device))}
+    if not same:
+        raise BadInput(path, "pretrained", f"no tensor in the file matches a parameter of {model.fibro_arch} "
+                                           f"(first file keys: {sorted(sd)[:3]}); wrong architecture?")
+    adapted = sorted(k for k in own if k in sd and k not in same and not is_fresh_key(k, head))
+    mismatched = sorted(k for k, v in sd.items() if k in own and own[k].shape != v.shape)
+    return {"missing_keys": sorted(set(own) - same - set(adapted)), "adapted_keys": adapted,
+            "unexpected_keys": sorted(set(sd) - set(own)) + mismatched, "shape_mismatch_keys": mismatched,
+            "loaded_keys": len(same)}
+
+
+def _build_timm(spec, num_classes: int, input_size: int, path: Path) -> tuple[nn.Module, dict]:
+    try:
+        # timm's custom_load (the model's own loader) reads original .npz releases; any other file is a state
+        # dict (timm resets custom_load for a file overlay, so a cached .npz must ask for it)
+        overlay = {"file": str(path), "custom_load": path.suffix == ".npz"}
+        model = spec.build(num_classes, input_size, pretrained=True, pretrained_cfg_overlay=overlay)
+    except Exception as exc:  # noqa: BLE001 - whatever timm/torch raise on the user's file (UnpicklingError too)
+        raise BadInput(path, "pretrained", f"timm could not load it into {spec.arch} ({reason(exc)}); fibrobench "
+                                           "loads only tensors, never pickled code") from None
+    model.fibro_arch = spec.arch
+    if (getattr(model, "pretrained_cfg", None) or {}).get("custom_load"):  # e.g. .npz files: timm's own loader
+        return model, {"missing_keys": [], "unexpected_keys": [], "shape_mismatch_keys": [], "loaded_keys": None,
+                       "custom_load": True}
+    return model, _timm_compare(model, path, spec.head)
+
+
+def _build_from_file(spec, num_classes: int, input_size: int, path: Path) -> tuple[nn.Module, dict]:
+    if spec.kind == TIMM:
+        return _build_timm(spec, num_classes, input_size, path)
+    model = spec.build(num_classes, input_size)
+    return model, load_state_dict_into(model, read_state_dict(path), spec.arch, path)
+
+
+def apply_pretrained(spec, num_classes: int, input_size: int, pretrained: str | None,
+                     allow_random_init: bool) -> tuple[nn.Module, dict]:
+    """Build `spec`'s model with weights per `pretrained` (None | 'imagenet' | path); (model, record).
+
+    The classifier head and CBAM are expected to stay freshly initialised; any other tensor not loaded is
+    logged as a warning and listed in `backbone_missing_keys`.
     """
-    record = {"requested": None if pretrained is None else str(pretrained), "source": None, "sha256": None,
-              "missing_keys": [], "unexpected_keys": [], "shape_mismatch_keys": [], "random_init": True,
-              "note": ""}
+    from models.external import classifier_path
+
+    record = _record(pretrained)
     if pretrained is None:
         record["note"] = "random initialisation (no pretrained weights requested)"
-        return record
-    if str(pretrained) == "imagenet":
-        path = find_imagenet_file(arch)
-        if path is None:
-            expected = ", ".join(str(p) for p in expected_files(arch))
-            msg = (f"ImageNet weights for {name} (backbone {arch}) not found offline; expected one of: {expected} "
-                   f"(set TORCH_HOME or copy the torchvision file there, or pass a file path)")
+        return spec.build(num_classes, input_size), record
+    if pretrained == "imagenet":
+        if spec.kind == FACTORY:
+            from models.external import factory_accepts, load_factory
+
+            if factory_accepts(load_factory(spec.name), "pretrained"):
+                model = spec.build(num_classes, input_size, pretrained=True)
+                record.update(source=f"{spec.name}(pretrained=True)", random_init=False,
+                              note="the factory loaded its own pretrained weights (not checked here)")
+                return model, record
+        found = find_cached(spec)
+        if found is None:
+            msg = missing_message(spec)
             if not allow_random_init:
-                raise BadInput(expected_files(arch)[0], "pretrained", msg)
+                raise BadInput("models", "pretrained", msg)
             log.warning("%s; falling back to random initialisation", msg)
             record["note"] = msg + "; fell back to random initialisation"
-            return record
+            return spec.build(num_classes, input_size), record
+        src, path = found
+        record["weights_tag"] = f"{src.library}:{src.tag}"
     else:
         path = Path(pretrained).expanduser()
         if not path.is_file():
-            raise BadInput(path, "pretrained", f"weights file for {name} does not exist")
-    report = load_state_dict_into(model, read_state_dict(path), arch, path)
+            raise BadInput(path, "pretrained", f"weights file for {spec.name} does not exist")
+    model, report = _build_from_file(spec, num_classes, input_size, path)
+    head = spec.head or classifier_path(model, num_classes)
     unexplained = [k for k in report["missing_keys"] if not is_fresh_key(k, head)]
     if unexplained:
-        log.warning("%s: %d backbone tensors missing from %s (e.g. %s); they keep their random init",
-                    name, len(unexplained), path, unexplained[:3])
-    log.info("%s: loaded %d tensors from %s; missing %d, unexpected %d", name, report["loaded_keys"], path,
+        log.warning("%s: %d backbone tensors not loaded from %s (e.g. %s); they keep their random init",
+                    spec.name, len(unexplained), path, unexplained[:3])
+    log.info("%s: loaded %s tensors from %s; missing %d, unexpected %d", spec.name, report["loaded_keys"], path,
              len(report["missing_keys"]), len(report["unexpected_keys"]))
     record.update({"source": str(path.resolve()), "sha256": file_sha256(path),
                    "missing_keys": report["missing_keys"], "unexpected_keys": report["unexpected_keys"],
                    "shape_mismatch_keys": report["shape_mismatch_keys"], "loaded_keys": report["loaded_keys"],
                    "random_init": False, "backbone_missing_keys": unexplained,
-                   "note": "weights from file; tensors in missing_keys (head, CBAM) keep their fresh init"})
-    return record
+                   **({"adapted_keys": report["adapted_keys"]} if "adapted_keys" in report else {}),
+                   "note": ("weights from file through timm's model-specific loader (custom_load; tensors not "
+                            "compared)" if report.get("custom_load") else
+                            "weights from file through timm (adapted_keys: changed by timm's checkpoint filter, "
+                            "e.g. resampled; missing_keys: the fresh head)" if spec.kind == TIMM else
+                            "weights from file; tensors in missing_keys (head, CBAM) keep their fresh init")})
+    return model, record

@@ -259,9 +259,12 @@ class _V:
             v = [v]
         if not isinstance(v, (list, tuple)) or not v:
             self.fail(k, f"expected a non-empty list of model names, got {v!r}")
+        from models.names import parse_name
         for i, m in enumerate(v):
-            if not isinstance(m, str) or not m:
-                self.fail(f"{k}[{i}]", f"expected a model name, got {m!r}")
+            try:
+                parse_name(m)  # syntax only (also keeps jobs/<model>/ inside the run directory)
+            except ValueError as exc:
+                self.fail(f"{k}[{i}]", str(exc))
         if len(set(v)) != len(v):
             self.fail(k, f"duplicate model names in {list(v)}")
         return tuple(v)
@@ -269,9 +272,11 @@ class _V:
     def pretrained(self, v, k):
         if v is None or v is False or (isinstance(v, str) and v.lower() in ("none", "null", "")):
             return None
+        if v is True:  # timm's spelling: pretrained=True is the model's published ImageNet weights
+            return "imagenet"
         if isinstance(v, str):
             return "imagenet" if v.lower() == "imagenet" else v
-        self.fail(k, f"expected 'imagenet', a weights file path, or null, got {v!r}")
+        self.fail(k, f"expected 'imagenet' (or true), a weights file path, or null (or false), got {v!r}")
 
     def channels_last(self, v, k):
         if v == "auto" or isinstance(v, bool):

@@ -204,7 +204,8 @@ def load_run(run_dir) -> Run:
     names = list((run.get("models") or {}).keys())
     jobs = root / "jobs"
     if jobs.is_dir():
-        names += sorted(p.name for p in jobs.iterdir() if p.is_dir() and p.name not in names)
+        names += sorted(p.name for p in jobs.iterdir() if p.is_dir() and p.name not in names  # a stray model:
+                        and any(re.fullmatch(r"fold\d+", q.name) for q in p.iterdir()))  # not timm/ of timm/<name>
     models = {}
     for name in names:
         mr = ModelRun(name)

@@ -16,6 +16,8 @@ from protocols.errors import BadInput
 CONTRACT = ["resnet50", "resnet50_cbam", "resnet50_cbam_post", "resnet50_cbam_woo",
             "vgg16", "densenet121", "efficientnet_b0", "vit_b_16"]
 SIZE = 32  # smallest size every backbone takes (ViT-B/16: 2x2 patches)
+# the registry's other forms, one of each library (timm's test_resnet is a 0.4 M-parameter ResNet)
+EVERY_KIND = list_models() + ["timm/test_resnet", "tv/resnet18"]
 
 
 def test_registry_names_match_contract():
@@ -23,18 +25,21 @@ def test_registry_names_match_contract():
 
 
 def _wake_zero_inits(model: nn.Module) -> None:
-    """Two documented zero inits block gradients upstream on step one: torchvision ViT's zero head and
-    CBAM's zero spatial-BN weight (reference code). Give them non-zero values so every gradient can flow."""
+    """Documented zero inits block gradients upstream on step one: torchvision ViT's zero head, CBAM's zero
+    spatial-BN weight (reference code), timm ResNet's zero last-BN per block. Give them non-zero values so
+    every gradient can flow."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, CBAM):
                 m.spatial.bn.weight.fill_(1.0)
+            if isinstance(m, nn.BatchNorm2d) and m.weight is not None and not m.weight.any():
+                m.weight.fill_(1.0)
         head = getattr(getattr(model, "heads", None), "head", None)
         if head is not None:
             head.weight.normal_(0, 0.02)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", EVERY_KIND)
 def test_forward_backward_every_parameter(name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=5, input_size=SIZE).train()
@@ -57,7 +62,7 @@ def test_reference_zero_init_blocks_spatial_conv_grad_on_first_step():
     assert model.cbam2.spatial.bn.weight.grad.abs().sum() > 0  # ... but gamma itself learns
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", EVERY_KIND)
 def test_seeded_build_is_deterministic_and_channels_last_agrees(name):
     torch.manual_seed(123)
     a = create_model(name, input_size=SIZE).eval()
@@ -97,15 +102,16 @@ def test_bad_input_size(name, size):
         create_model(name, input_size=size)
 
 
-def test_unknown_name_lists_registry():
-    with pytest.raises(BadInput, match="resnet50_cbam_woo"):
+def test_unknown_name_lists_registry_and_the_other_forms():
+    with pytest.raises(BadInput, match="resnet50_cbam_woo.*timm/<name>, tv/<name>, package.module:factory"):
         create_model("resnet51")
 
 
 def _head_in_features(name: str) -> int:
     """Width of the registered classifier's input: what the feature extractor must return."""
     with torch.device("meta"):
-        return create_model(name, input_size=SIZE).get_submodule(get_spec(name).head).in_features
+        m = create_model(name, input_size=SIZE)
+        return m.get_submodule(m.fibro_head).in_features
 
 
 def test_head_widths_are_the_published_ones():
@@ -113,7 +119,7 @@ def test_head_widths_are_the_published_ones():
         == {"resnet50": 2048, "vgg16": 4096, "densenet121": 1024, "efficientnet_b0": 1280, "vit_b_16": 768}
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", EVERY_KIND)
 def test_feature_extractor_shapes(name):
     dim = _head_in_features(name)
     with torch.device("meta"):  # shapes only: cheap even for VGG-16
@@ -138,12 +144,12 @@ def test_feature_extractor_values_are_pooled_backbone_features():
 # --- facts: against torchvision's published parameter counts and operation counts -------------------
 
 # registered models that are a torchvision architecture with only the head replaced
-PLAIN_TORCHVISION = [n for n in list_models() if get_spec(n).arch == n]
+PLAIN_TORCHVISION = [n for n in list_models() if get_spec(n).arch == n] + ["tv/resnet18"]
 
 
 @pytest.fixture(scope="module")
 def facts224():
-    return {n: model_facts(n, 224) for n in list_models()}
+    return {n: model_facts(n, 224) for n in list_models() + ["tv/resnet18"]}
 
 
 def test_resnet50_textbook_numbers(facts224):
@@ -224,7 +230,7 @@ def test_cli_models_bad_input(tmp_path, capsys):
 # --- GPU (skipped without CUDA) --------------------------------------------------------------------------
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", EVERY_KIND)
 def test_gpu_bf16_channels_last_train_step_and_flops(name):
     """At 224 px on CUDA: one AdamW step under bf16 autocast in channels_last is finite and moves the
     weights; FlopCounterMode on real CUDA tensors gives the meta-device count used by model_facts."""
@@ -246,7 +252,7 @@ def test_gpu_bf16_channels_last_train_step_and_flops(name):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", EVERY_KIND)
 def test_gpu_fp32_matches_cpu(name, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)

@@ -9,7 +9,9 @@ import torchvision
 
 from models import create_feature_extractor, create_model
 from models.cbam import cbam_modules
-from models.weights import expected_files, load_state_dict_into
+from models.hub import imagenet_sources
+from models.registry import get_spec
+from models.weights import load_state_dict_into
 from protocols.errors import BadInput
 
 RESNET_FILE = "resnet50-0676ba61.pth"  # torchvision's IMAGENET1K_V1 file name
@@ -33,8 +35,13 @@ def no_network(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a download was attempted")
 
+    import huggingface_hub
+    import timm.models._hub
+
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", boom)
     monkeypatch.setattr(torch.hub, "download_url_to_file", boom)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", boom)
+    monkeypatch.setattr(timm.models._hub, "hf_hub_download", boom)
 
 
 @pytest.fixture
@@ -97,14 +104,15 @@ def test_missing_imagenet_file_names_expected_path(empty_torch_home):
         create_model("resnet50_cbam", pretrained="imagenet", allow_random_init=False)
     msg = str(err.value)
     assert str(empty_torch_home / "hub" / "checkpoints" / RESNET_FILE) in msg
-    assert "pretrained" in msg
+    assert "pretrained" in msg and "fibrobench weights fetch resnet50_cbam" in msg
 
 
 def test_missing_imagenet_file_random_init_is_recorded(empty_torch_home, caplog):
     m = create_model("efficientnet_b0", pretrained="imagenet", input_size=32)
     w = m.fibro_weights
     assert w["random_init"] is True and w["source"] is None and w["requested"] == "imagenet"
-    assert str(expected_files("efficientnet_b0")[0]) in w["note"]
+    assert imagenet_sources(get_spec("efficientnet_b0"))[0].where() in w["note"]
+    assert "fibrobench weights fetch efficientnet_b0" in w["note"]
     assert any("not found offline" in r.message for r in caplog.records)
 
 

@@ -129,9 +129,12 @@ def main(args) -> int:
     known = models.list_models()
     names = ([n.strip() for n in args.models.split(",") if n.strip()] if args.models
              else proto_models or list(known))
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise BadInput("<command line>", "--models", f"unknown {unknown or names}; registered: {', '.join(known)}")
+    if not names:
+        raise BadInput("<command line>", "--models", f"no model named; built-in: {', '.join(known)}")
+    from models.registry import get_spec
+    for n in names:  # a name that is neither built-in nor a timm/tv/factory model is bad input, before measuring
+        if n not in known:
+            get_spec(n)
 
     logger = logging.getLogger("fibrobench.latency")
     log = (lambda s: None) if args.quiet else logger.info
