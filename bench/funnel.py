@@ -59,17 +59,35 @@ def path_role(action: argparse.Action) -> tuple[str, bool] | None:
     return None
 
 
-def path_arguments(parser: argparse.ArgumentParser) -> list[PathArg]:
-    """Every file argument of every subcommand of `parser`."""
+def _subparsers(parser: argparse.ArgumentParser):
+    return [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+
+
+def path_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> list[PathArg]:
+    """Every file argument of every subcommand of `parser` (nested ones named "weights where")."""
     out = []
-    for sub in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+    for sub in _subparsers(parser):
         for name, sp in sub.choices.items():
+            command = f"{prefix} {name}".strip()
             for a in sp._actions:
                 role = path_role(a)
                 if role:
-                    out.append(PathArg(name, a.option_strings[-1] if a.option_strings else a.dest, a.dest, *role,
+                    out.append(PathArg(command, a.option_strings[-1] if a.option_strings else a.dest, a.dest, *role,
                                        nargs=a.nargs))
+            out += path_arguments(sp, command)
     return out
+
+
+def invoked(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The command path of a parsed command line ("gate", "weights where")."""
+    words = []
+    while True:
+        subs = _subparsers(parser)
+        if not subs or getattr(args, subs[0].dest, None) not in subs[0].choices:
+            return " ".join(words)
+        name = getattr(args, subs[0].dest)
+        words.append(name)
+        parser = subs[0].choices[name]
 
 
 def one_line(text: str) -> str:
@@ -108,8 +126,9 @@ def check_output(path, flag: str, kind: str = "file") -> None:
 
 def check_outputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """check_output for every output argument the user gave to this command."""
+    command = invoked(args, parser)
     for pa in path_arguments(parser):
-        if pa.command != args.command or not pa.output:
+        if pa.command != command or not pa.output:
             continue
         value = getattr(args, pa.dest, None)
         for v in (value if isinstance(value, list) else [value]):

@@ -131,6 +131,8 @@ def load_raw(path: str | Path, _stack: tuple = ()) -> dict:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise BadInput(path, None, f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(path, None, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
