@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 import traceback
+import warnings
 
 # order = order in --help; module names are stable, the CLI contract lives in docs/design.md
 COMMANDS = ["synth", "models", "weights", "run", "leakage", "latency", "audit_claims", "report", "gate", "demo"]
@@ -48,6 +49,11 @@ def configure_logging(level: int = logging.INFO) -> None:
         root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings (Pillow's, scikit-learn's...) as one log line each instead of two raw lines with source code."""
+    logging.getLogger("fibrobench.warning").warning("%s: %s", category.__name__, " ".join(str(message).split()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if argv is None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:   # a real process, not a test
-        signal.signal(signal.SIGTERM, _terminated)
+    if argv is None:                # a real process, not a test (pytest keeps its own warning and signal handling)
+        warnings.showwarning = _warning_line
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminated)
     configure_logging()
     return run_command(args, parser)
 
