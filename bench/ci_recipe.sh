@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# fibrobench CI: smoke protocol on synthetic data, then the regression gate and a short benchmark pass.
+# fibrobench CI: smoke protocol on synthetic data, then the regression gate, the binary smoke task and its gate,
+# and a short benchmark pass.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 python3 dev.py env                                   # ./.venv with fibrobench[test] (torch from the wheel cache)
@@ -29,7 +30,18 @@ fi
 $F gate "$W/run" --baseline "$BASE" --latency-tol 100 --memory-tol 25 \
   --json "$W/gate.json" --junit "$W/gate-junit.xml"
 
-# 5. short benchmark pass: fails only on a >3x slower median whose fastest round is also slower
+# 5. a non-five-class task on the same frames: the binary smoke task (F0-F1 vs F2-F4, resnet50 only, about half
+#    the cost of step 2), gated on its metrics (its latency is step 3's resnet50). One thread, as its baseline was
+#    recorded: CPU training is bitwise repeatable at a fixed thread count, not across thread counts.
+BASE2=${FIBROBENCH_GATE_BASELINE_BINARY:-bench/baselines/smoke-binary-gate.json}
+OMP_NUM_THREADS=1 $F run protocols/smoke/protocol-binary.yaml --data "$W/data" --out "$W/run-binary" --device cpu --no-progress
+if [ ! -f "$BASE2" ]; then
+  $F gate "$W/run-binary" --baseline "$BASE2" --write-baseline
+  echo "ci: no binary gate baseline yet; recorded $BASE2 from this run -- review and commit it"
+fi
+$F gate "$W/run-binary" --baseline "$BASE2" --json "$W/gate-binary.json" --junit "$W/gate-binary-junit.xml"
+
+# 6. short benchmark pass: fails only on a >3x slower median whose fastest round is also slower
 .venv/bin/python -m pytest -q bench/benchmarks -p no:cacheprovider --benchmark-only \
   --benchmark-min-rounds=3 --benchmark-max-time=0.2 --benchmark-json="$W/bench.json"
 .venv/bin/python -m bench.scripts.bench_gate "$W/bench.json" --threshold 2.0 --json "$W/bench-gate.json"

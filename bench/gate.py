@@ -12,7 +12,7 @@ Rules (defaults are the `fibrobench gate` option defaults; docs/benchmarks.md ex
   These are compared only on the same device name; otherwise (or without latency data) skipped.
 
 Baseline schema "fibrobench.gate-baseline/1" (also the shape of a run snapshot):
-    {"schema", "run_dir", "protocol_sha256", "data_fingerprint", "splits_sha256",
+    {"schema", "run_dir", "protocol_sha256", "data_fingerprint", "splits_sha256", "class_names",
      "metrics": {model: {metric: {"value": float, "ci": [lo, hi]}}},
      "latency": null | {"device": {"type", "name"}, "input_size",
                         "models": {model: {"fp32"|"bf16": {"p50_ms", "images_per_s", "peak_memory_bytes"},
@@ -38,7 +38,7 @@ RESULT_SCHEMA = "fibrobench.gate/1"
 HIGHER_IS_BETTER = {"accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "micro_f1", "kappa",
                     "cohen_kappa", "quadratic_kappa", "qwk", "linear_kappa", "macro_auc", "macro_auroc",
                     "auroc", "auroc_macro", "auc", "mcc", "macro_precision", "macro_recall", "macro_sensitivity",
-                    "macro_specificity"}
+                    "macro_specificity", "sensitivity", "specificity", "ppv", "npv"}
 LOWER_IS_BETTER = {"ece", "brier", "log_loss", "nll", "mae", "mae_stage", "error_rate", "error_ge2_rate"}
 DEFAULTS = {"metric_tol": 0.01, "ci_scale": 1.0, "latency_tol": 20.0, "memory_tol": 10.0}
 
@@ -120,6 +120,7 @@ def snapshot(run_dir, latency_path=None, summarize=None, command=None) -> dict:
             "protocol_sha256": run.get("protocol_sha256"),
             "data_fingerprint": (run.get("data") or {}).get("fingerprint"),
             "splits_sha256": run.get("splits_sha256"),
+            "class_names": summary.get("class_names"),
             "metrics": metrics_from_summary(summary, run_dir),
             "latency": latency, "provenance": collect(command)}
 
@@ -220,10 +221,10 @@ def metric_check(model: str, metric: str, base: dict, cur: dict | None, abs_tol:
     name = f"metric/{model}/{metric}"
     higher = metric not in LOWER_IS_BETTER
     b = base.get("value")
+    if _bad(b):   # e.g. PPV of a class the baseline model never predicted: undefined, nothing to hold it to
+        return _check(name, "metric", model, "skip", None, (cur or {}).get("value"), None, "no baseline value")
     if cur is None or _bad(cur.get("value")):
         return _check(name, "metric", model, "fail", b, None, None, "missing or NaN in the current run")
-    if _bad(b):
-        return _check(name, "metric", model, "skip", None, cur["value"], None, "no baseline value")
     c = cur["value"]
     ci = list(base.get("ci") or []) + [None, None]
     lo, hi = ci[0], ci[1]
@@ -260,7 +261,10 @@ def compare(base: dict, cur: dict, metric_tol=None, ci_scale: float = DEFAULTS["
     tols = metric_tol if isinstance(metric_tol, dict) else parse_metric_tol(
         DEFAULTS["metric_tol"] if metric_tol is None else metric_tol)
     checks = []
-    for key, label in (("data_fingerprint", "data fingerprint"), ("protocol_sha256", "protocol sha256")):
+    for key, label in (("data_fingerprint", "data fingerprint"), ("protocol_sha256", "protocol sha256"),
+                       ("class_names", "class names")):
+        if key == "class_names" and (base.get(key) is None or cur.get(key) is None):
+            continue   # baselines written before the task was protocol data do not record them
         same = base.get(key) == cur.get(key)
         if not same and not allow_different:
             raise BadInput(cur.get("run_dir", "<run>"), key,

@@ -372,11 +372,12 @@ def default_factory(name: str, input_size: int, num_classes: int = 5):
     return models.create_model(name, num_classes=num_classes, pretrained=None, input_size=input_size)
 
 
-def model_facts(name: str, model, input_size: int) -> dict:
-    """Params and FLOPs from models.model_facts; counted from the module when the registry lacks it."""
+def model_facts(name: str, model, input_size: int, num_classes: int = 5) -> dict:
+    """Params and FLOPs (with a `num_classes` head) from models.model_facts; counted from the module when the
+    registry lacks it."""
     try:
         import models
-        facts = models.model_facts(name, input_size)
+        facts = models.model_facts(name, input_size, num_classes=num_classes)
         return {"params": int(facts["params_total"]), "params_trainable": int(facts["params_trainable"]),
                 "flops": None if facts.get("flops") is None else int(facts["flops"]),
                 "facts_source": "models.model_facts"}
@@ -413,7 +414,7 @@ def measure_model(name: str, cfg: LatencyConfig, device, factory=default_factory
         return m
 
     first = build()
-    res: dict = {"input_size": cfg.input_size, **model_facts(name, first, cfg.input_size), "train": {}}
+    res: dict = {"input_size": cfg.input_size, **model_facts(name, first, cfg.input_size, cfg.num_classes), "train": {}}
     del first
     for prec in cfg.precisions:
         model = build()

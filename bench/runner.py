@@ -5,6 +5,7 @@ The run directory is the only state: `run_job(run_dir, model, fold)` needs nothi
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -19,7 +20,6 @@ from protocols.errors import BadInput
 from protocols.splits import check_matches_manifest, make_splits, partition_of, read_splits, write_splits
 
 SCHEMA = "fibrobench.run/1"
-NUM_CLASSES = 5
 
 
 @dataclass
@@ -69,12 +69,12 @@ _log = logging.getLogger("fibrobench.run").info  # shown as "fibrobench run: ...
 _IMAGES: dict = {}
 
 
-def load_data(source: str, size: int, cache_dir=None, progress=False):
-    """(manifest df, uint8 images [N,3,S,S]); the images of the last (source, size) are kept in memory."""
+def load_data(source: str, size: int, cache_dir=None, progress=False, task=None):
+    """(manifest df labelled by `task`, uint8 images [N,3,S,S]); the images of the last (source, size) stay in memory."""
     from protocols.cache import load_images
     from protocols.data import load_manifest
 
-    df = load_manifest(source)
+    df = load_manifest(source, task=task)
     key = (str(source), int(size), str(cache_dir), tuple(df["image_id"]))
     if key not in _IMAGES:
         _IMAGES.clear()
@@ -87,7 +87,7 @@ def build_model(p: Protocol, name: str):
     from models import create_model
     from protocols.trainer import set_activation
 
-    m = create_model(name, num_classes=NUM_CLASSES, pretrained=p.pretrained, input_size=p.data.input_size,
+    m = create_model(name, num_classes=len(p.task.classes), pretrained=p.pretrained, input_size=p.data.input_size,
                      allow_random_init=p.allow_random_init)
     n_swapped = set_activation(m, p.train.activation)
     return m, n_swapped
@@ -171,14 +171,19 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if run_dir.exists() and not run_dir.is_dir():
         raise BadInput(run_dir, "--out", "exists and is not a directory")
     _check_models(p, "models" in overrides)    # nothing is created before the protocol's models are known to exist
+    df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress and sys.stderr.isatty(),
+                      task=p.task)
+    task_source = "protocol" if p.task is not None else "inferred: the data's labels, sorted by name"
+    p = dataclasses.replace(p, task=df.attrs["task"])   # the resolved protocol always names its classes
     sha = protocol_sha256(p)
     run_path = run_dir / "run.json"
-    previous = json.loads(run_path.read_text()) if run_path.exists() else None
+    try:
+        previous = json.loads(run_path.read_text(encoding="utf-8")) if run_path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(run_path, None, f"not valid JSON ({exc}); use a new --out") from None
     if previous and previous.get("protocol_sha256") != sha:
         raise BadInput(run_path, "protocol_sha256", "this run dir was made with a different protocol "
-                       "(or different --models/--epochs/--deterministic); use a new --out")
-
-    df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress and sys.stderr.isatty())
+                       "(or different --models/--epochs/--deterministic, or another task); use a new --out")
     fingerprint = data_fingerprint(df)
     if previous and previous.get("data", {}).get("fingerprint") != fingerprint:
         raise BadInput(run_path, "data.fingerprint", "the data changed since this run dir was made; use a new --out")
@@ -194,7 +199,7 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
                            f"match the protocol's {want}; use a new --out")
     else:
         splits = make_splits(df, p.split.level, p.split.test_fraction, p.split.n_folds, p.split.seed,
-                             groups=_clusters_for(df, p))
+                             groups=_clusters_for(df, p), class_names=list(p.task.classes))
 
     models_info = {}
     for name in p.models:   # builds each model once: fails early on unknown names / missing weights
@@ -214,6 +219,7 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
         "protocol": p.to_dict(),
         "protocol_sha256": sha,
         "protocol_source": str(Path(protocol.source).resolve()) if protocol.source else None,
+        "task_source": task_source,
         "overrides": overrides,
         "data": {"root": str(df.attrs.get("root", "")), "source": str(Path(opts.data).resolve()),
                  "fingerprint": fingerprint, "n_images": int(len(df)),
@@ -264,7 +270,7 @@ def run_job(run_dir, model: str, fold: int, device: str = "auto", progress: bool
     splits = read_splits(run_dir / "splits.json")
     if splits["sha256"] != run["splits_sha256"]:
         raise BadInput(run_dir / "splits.json", "sha256", "differs from run.json splits_sha256")
-    df, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"))
+    df, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"), task=p.task)
     seed = fold_seed(p, fold)
     seed_job(seed)
     model_obj, swapped = build_model(p, model)

@@ -73,6 +73,29 @@ class LeakageCfg:
 
 
 @dataclass(frozen=True)
+class TaskCfg:
+    """The label space: class names in order; ordinal or not; dataset label -> class; cut-offs; binary positive."""
+    classes: tuple[str, ...]
+    ordinal: bool = False
+    map: dict | None = None        # dataset label (folder name / CSV label, case-insensitive) -> class name
+    cutoffs: dict | None = None    # ordinal only: cut-off name -> first positive class ("class >= it" is positive)
+    positive: str | None = None    # two classes only: the positive class
+
+    @property
+    def dataset_labels(self) -> tuple[str, ...]:
+        """The labels a dataset may use: the map's keys (in file order) or, without a map, the class names."""
+        return tuple(self.map) if self.map else self.classes
+
+    def class_of(self, dataset_label: str) -> str:
+        return self.map[dataset_label] if self.map else dataset_label
+
+    def to_dict(self) -> dict:
+        return {"classes": list(self.classes), "ordinal": self.ordinal,
+                "map": dict(self.map) if self.map else None,
+                "cutoffs": dict(self.cutoffs) if self.cutoffs else None, "positive": self.positive}
+
+
+@dataclass(frozen=True)
 class Protocol:
     name: str
     description: str
@@ -85,6 +108,7 @@ class Protocol:
     allow_random_init: bool
     ensemble: str
     leakage: LeakageCfg
+    task: TaskCfg | None = None    # None: the dataset's own labels, sorted (resolved and recorded by `run`)
     grid: dict | None = None       # {"train.lr": [..], ...}; None after expansion
     variant: dict | None = None    # {"id": str, "overrides": {...}} for grid-expanded protocols
     source: str | None = None      # file it was loaded from (not hashed)
@@ -96,6 +120,7 @@ class Protocol:
         d["models"] = list(self.models)
         d["data"]["mean"] = list(self.data.mean)
         d["data"]["std"] = list(self.data.std)
+        d["task"] = self.task.to_dict() if self.task else None
         return d
 
 
@@ -107,11 +132,15 @@ def protocol_sha256(p: Protocol) -> str:
 # ---------------------------------------------------------------- loading + include
 
 
-def deep_merge(base: dict, over: dict) -> dict:
-    """`over` wins; mappings merge recursively, everything else (lists too) is replaced."""
+# sections that an including file replaces as a whole (a task is one label space, never a blend of two)
+ATOMIC_SECTIONS = ("task",)
+
+
+def deep_merge(base: dict, over: dict, atomic: tuple = ()) -> dict:
+    """`over` wins; mappings merge recursively (except top-level keys in `atomic`), everything else is replaced."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in atomic:
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
@@ -145,8 +174,8 @@ def load_raw(path: str | Path, _stack: tuple = ()) -> dict:
         raise BadInput(path, "include", f"expected a relative path or list of paths, got {inc!r}")
     base: dict = {}
     for i in incs:
-        base = deep_merge(base, load_raw(path.parent / i, (*_stack, path)))
-    return deep_merge(base, doc)
+        base = deep_merge(base, load_raw(path.parent / i, (*_stack, path)), ATOMIC_SECTIONS)
+    return deep_merge(base, doc, ATOMIC_SECTIONS)
 
 
 def load_protocol(path: str | Path) -> Protocol:
@@ -320,6 +349,7 @@ def from_dict(raw: dict, source: str = "<protocol>") -> Protocol:
         "allow_random_init": (v.boolean, False),
         "ensemble": (v.choice(ENSEMBLES), "logit_mean"),
         "leakage": (lambda d, k: d, {}),
+        "task": (lambda d, k: d, None),
         "grid": (v.grid, None),
         "variant": (lambda d, k: d, None),
     })
@@ -363,7 +393,8 @@ def from_dict(raw: dict, source: str = "<protocol>") -> Protocol:
         data=DataCfg(**data), split=SplitCfg(**split),
         train=TrainCfg(augment=AugmentCfg(**augment), **train),
         models=top["models"], pretrained=top["pretrained"], allow_random_init=top["allow_random_init"],
-        ensemble=top["ensemble"], leakage=LeakageCfg(**leak), grid=top["grid"], variant=variant,
+        ensemble=top["ensemble"], leakage=LeakageCfg(**leak), task=task_from_dict(top["task"], v),
+        grid=top["grid"], variant=variant,
         source=source,
     )
     if p.grid:  # every grid value must itself be valid: fail now, not halfway through a study
@@ -375,6 +406,73 @@ def from_dict(raw: dict, source: str = "<protocol>") -> Protocol:
                 except BadInput as exc:
                     raise BadInput(source, f"grid.{key}[{i}]", exc.message) from None
     return p
+
+
+def _label(v: _V, x, k: str) -> str:
+    """A class name or dataset label: a non-empty string (an integer is taken as its decimal string)."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        x = str(x)
+    if not isinstance(x, str) or not x.strip():
+        v.fail(k, f"expected a non-empty name, got {x!r}")
+    return x.strip()
+
+
+def _names_mapping(v: _V, d, k: str) -> dict:
+    if not isinstance(d, dict) or not d:
+        v.fail(k, f"expected a non-empty mapping, got {d!r}")
+    out, seen = {}, {}
+    for key, val in d.items():
+        name = _label(v, key, f"{k}.{key}")
+        if name.lower() in seen:
+            v.fail(f"{k}.{key}", f"{name!r} and {seen[name.lower()]!r} name the same label (matching ignores case)")
+        seen[name.lower()] = name
+        out[name] = _label(v, val, f"{k}.{key}")
+    return out
+
+
+def task_from_dict(raw, v: _V) -> TaskCfg | None:
+    """Validate a `task:` section (None when the protocol has none)."""
+    if raw is None:
+        return None
+    t = v.section(raw, "task", {"classes": (lambda d, k: d, _REQUIRED), "ordinal": (v.boolean, False),
+                                "map": (lambda d, k: d, None), "cutoffs": (lambda d, k: d, None),
+                                "positive": (lambda d, k: d, None)})
+    if not isinstance(t["classes"], list) or len(t["classes"]) < 2:
+        v.fail("task.classes", f"expected a list of at least 2 class names, got {t['classes']!r}")
+    classes = tuple(_label(v, c, f"task.classes[{i}]") for i, c in enumerate(t["classes"]))
+    lower = [c.lower() for c in classes]
+    for i, c in enumerate(lower):
+        if c in lower[:i]:
+            v.fail(f"task.classes[{i}]", f"{classes[i]!r} repeats {classes[lower.index(c)]!r} (names ignore case)")
+    mapping = None
+    if t["map"] is not None:
+        mapping = _names_mapping(v, t["map"], "task.map")
+        for key, cls in mapping.items():
+            if cls not in classes:
+                v.fail(f"task.map.{key}", f"unknown class {cls!r} (task.classes: {', '.join(classes)})")
+        for cls in classes:
+            if cls not in mapping.values():
+                v.fail("task.map", f"no dataset label maps to class {cls!r}")
+    cutoffs = None
+    if t["cutoffs"] is not None:
+        if not t["ordinal"]:
+            v.fail("task.cutoffs", "cut-offs split an ordered scale: set task.ordinal: true, or remove them")
+        cutoffs = _names_mapping(v, t["cutoffs"], "task.cutoffs")
+        for name, cls in cutoffs.items():
+            if cls not in classes:
+                v.fail(f"task.cutoffs.{name}", f"names no class: {cls!r} (task.classes: {', '.join(classes)})")
+            if cls == classes[0]:
+                v.fail(f"task.cutoffs.{name}", f"a cut-off at the first class {cls!r} leaves no negatives")
+    positive = None
+    if len(classes) == 2:
+        if t["positive"] is None:
+            v.fail("task.positive", f"a two-class task needs its positive class (one of {', '.join(classes)})")
+        positive = _label(v, t["positive"], "task.positive")
+        if positive not in classes:
+            v.fail("task.positive", f"names no class: {positive!r} (task.classes: {', '.join(classes)})")
+    elif t["positive"] is not None:
+        v.fail("task.positive", f"only for a two-class task; this one has {len(classes)} (use task.cutoffs)")
+    return TaskCfg(classes=classes, ordinal=t["ordinal"], map=mapping, cutoffs=cutoffs, positive=positive)
 
 
 # ---------------------------------------------------------------- overrides + grid

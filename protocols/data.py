@@ -1,16 +1,23 @@
-"""Load and validate a dataset (ImageFolder F0..F4 or a manifest CSV) into the one manifest table everything uses.
+"""Load and validate a dataset (ImageFolder or a manifest CSV) into the one manifest table everything uses.
+
+Labels come from the protocol's task (protocols.config.TaskCfg): a dataset label (class folder name or CSV label
+string) is matched case-insensitively against `task.map`'s keys, or without a map against `task.classes`, and
+`label` is the index of its class in `task.classes`. Without a task, the dataset's own labels are the classes,
+sorted by name (torchvision's ImageFolder convention) and nominal; `df.attrs["class_names"]` says which.
 
 Rules (each violation raises protocols.errors.BadInput naming the file and the field):
 - A directory is read through its `manifest.csv` when it has one (patient IDs live there), else as an ImageFolder:
-  class folders F0..F4 (case-insensitive), searched recursively. Hidden files and folders (name starting with
-  "."; e.g. .DS_Store, .fibrobench-cache) and the OS clutter files Thumbs.db / desktop.ini / __MACOSX are ignored.
+  one folder per dataset label, searched recursively. Hidden files and folders (name starting with "."; e.g.
+  .DS_Store, .fibrobench-cache) and the OS clutter files Thumbs.db / desktop.ini / __MACOSX are ignored.
   Other files at the top level (README, synth.json, ...) are ignored; an image file at the top level, an unknown
-  folder, two folders for one class, a missing or empty class, or a non-image file inside a class folder is an error.
+  folder, two folders for one label (names that differ only in case), a class folder without images, a task
+  class no image maps to, or a non-image file inside a class folder is an error.
 - A manifest CSV needs columns `path` and `label` (patient_id, site, device optional; names case-insensitive).
-  Paths are relative to the CSV's folder (absolute paths allowed). Labels: F0..F4 (any case) or 0..4.
+  Paths are relative to the CSV's folder (absolute paths allowed). Labels: any strings, matched as above; with a
+  task, an integer k that matches no label stands for the k-th dataset label (0-based).
   Errors: malformed CSV, missing column, no rows, empty path, unknown label, duplicate path, missing file,
-  non-image file, empty patient_id (when the column exists), a label contradicting an F0..F4 folder in the path,
-  a class without images.
+  non-image file, empty patient_id (when the column exists), a label contradicting the dataset-label folder the
+  path lies in, a class without images.
 - Every image's header is checked at load (PIL open + verify: PNG chunk CRCs, truncation); the full decode happens
   in protocols.cache, which raises BadInput for corrupt pixel data too.
 - Images of any PIL mode are accepted; protocols.cache converts them (16-bit scaled by 255/65535, alpha dropped,
@@ -31,9 +38,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from protocols.atomic import sha256_file, sha256_of
+from protocols.config import TaskCfg
 from protocols.errors import BadInput
 
-CLASS_NAMES = ("F0", "F1", "F2", "F3", "F4")
 COLUMNS = ("image_id", "path", "label", "label_name", "patient_id", "site", "device")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
@@ -50,14 +57,50 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def parse_label(value) -> int | None:
-    """'F3', 'f3', '3' or 3 -> 3; anything else -> None."""
-    s = str(value).strip().upper()
-    if s in CLASS_NAMES:
-        return CLASS_NAMES.index(s)
-    if s.isdigit() and int(s) < len(CLASS_NAMES):
-        return int(s)
-    return None
+class LabelSpace:
+    """Dataset labels (folder names, CSV label strings; case-insensitive) -> index into the task's classes."""
+
+    def __init__(self, task: TaskCfg):
+        self.task = task
+        self.classes = tuple(task.classes)
+        self.labels = tuple(task.dataset_labels)
+        self._key = {lab.lower(): lab for lab in self.labels}
+        self.what = "a task.map key" if task.map else "a task class"
+
+    def dataset_label(self, value, allow_index: bool = True) -> str | None:
+        """'f3' -> 'F3' (the spelling in the task); an integer k matching no label -> the k-th label; else None."""
+        s = str(value).strip()
+        hit = self._key.get(s.lower())
+        if hit is None and allow_index and s.isdigit() and int(s) < len(self.labels):
+            hit = self.labels[int(s)]
+        return hit
+
+    def index(self, dataset_label: str) -> int:
+        return self.classes.index(self.task.class_of(dataset_label))
+
+    def expected(self) -> str:
+        return ", ".join(self.labels)
+
+
+def inferred_task(labels, where="<data>") -> TaskCfg:
+    """The dataset's own labels as a nominal task: one class per distinct label (ignoring case), sorted by name."""
+    first: dict[str, str] = {}
+    for lab in sorted(str(x).strip() for x in labels):
+        first.setdefault(lab.lower(), lab)
+    classes = tuple(sorted(first.values()))
+    if len(classes) < 2:
+        raise BadInput(where, "label", f"need at least 2 classes (class folders or labels), found {list(classes)}")
+    return TaskCfg(classes=classes, positive=classes[1] if len(classes) == 2 else None)
+
+
+def _check_every_class(space: LabelSpace, labels, where) -> None:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(space.classes))
+    for k, n in enumerate(counts):
+        if n == 0:
+            cls = space.classes[k]
+            via = [lab for lab in space.labels if space.task.class_of(lab) == cls]
+            hint = f" (dataset labels mapped to it: {', '.join(via)})" if space.task.map else ""
+            raise BadInput(where, "label", f"class {cls} has no images{hint}")
 
 
 # ---------------------------------------------------------------- content hashes (memoised per process)
@@ -139,28 +182,40 @@ def _verify_all(paths, workers: int) -> None:
 # ---------------------------------------------------------------- ImageFolder
 
 
-def _scan_folder(root: Path) -> list[tuple[str, int]]:
-    classes: dict[int, Path] = {}
+def _class_folders(root: Path) -> list:
+    folders = []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if is_ignored(entry.name):
             continue
         if entry.is_dir():
-            k = parse_label(entry.name) if entry.name.upper() in CLASS_NAMES else None
-            if k is None:
-                raise BadInput(entry.path, "folder",
-                               f"unknown class folder {entry.name!r}; expected {', '.join(CLASS_NAMES)}")
-            if k in classes:
-                raise BadInput(entry.path, "folder", f"second folder for class {CLASS_NAMES[k]} "
-                                                     f"(also {classes[k].name!r})")
-            classes[k] = Path(entry.path)
+            folders.append(entry)
         elif is_image_name(entry.name):
-            raise BadInput(entry.path, "folder", "image outside a class folder (put it in F0..F4)")
+            raise BadInput(entry.path, "folder", "image outside a class folder (put it in one folder per class)")
+    return folders
+
+
+def _scan_folder(root: Path, task: TaskCfg | None) -> tuple[list[tuple[str, int]], TaskCfg]:
+    folders = _class_folders(root)
+    if task is None:
+        task = inferred_task((e.name for e in folders), root)
+    space = LabelSpace(task)
+    found: dict[str, str] = {}
+    for entry in folders:
+        lab = space.dataset_label(entry.name, allow_index=False)
+        if lab is None:
+            raise BadInput(entry.path, "folder", f"unknown class folder {entry.name!r}; expected {space.what}: "
+                                                 f"{space.expected()} (names ignore case)")
+        if lab in found:
+            raise BadInput(entry.path, "folder", f"second folder for label {lab} (also {found[lab]!r})")
+        found[lab] = entry.name
+    if not task.map:
+        for lab in space.labels:
+            if lab not in found:
+                raise BadInput(root, "folder", f"missing class folder {lab}")
     rows = []
-    for k, name in enumerate(CLASS_NAMES):
-        if k not in classes:
-            raise BadInput(root, "folder", f"missing class folder {name}")
-        n = 0
-        for dirpath, dirnames, filenames in os.walk(classes[k]):
+    for lab, name in found.items():
+        k, n = space.index(lab), 0
+        for dirpath, dirnames, filenames in os.walk(root / name):
             dirnames[:] = sorted(d for d in dirnames if not is_ignored(d))
             for fn in sorted(filenames):
                 if is_ignored(fn):
@@ -171,8 +226,9 @@ def _scan_folder(root: Path) -> list[tuple[str, int]]:
                 rows.append((full, k))
                 n += 1
         if n == 0:
-            raise BadInput(classes[k], "label", f"class {name} has no images")
-    return rows
+            raise BadInput(root / name, "label", f"class folder {name} has no images")
+    _check_every_class(space, [k for _, k in rows], root)
+    return rows, task
 
 
 # ---------------------------------------------------------------- manifest CSV
@@ -206,9 +262,12 @@ def _read_csv(csv_path: Path) -> list[dict]:
     return rows
 
 
-def _from_csv(csv_path: Path):
+def _from_csv(csv_path: Path, task: TaskCfg | None):
     records = _read_csv(csv_path)
     base = os.path.abspath(csv_path.parent)
+    if task is None:
+        task = inferred_task((rec["label"] for rec in records), csv_path)
+    space = LabelSpace(task)
     rows, seen = [], {}
     has_pid = "patient_id" in records[0]
     for i, rec in enumerate(records):
@@ -217,10 +276,11 @@ def _from_csv(csv_path: Path):
         if not raw:
             raise BadInput(csv_path, f"path (line {line})", "empty path")
         full = os.path.normpath(raw if os.path.isabs(raw) else os.path.join(base, raw))
-        k = parse_label(rec["label"])
-        if k is None:
-            raise BadInput(csv_path, f"label (line {line})",
-                           f"unknown label {rec['label']!r}; expected {', '.join(CLASS_NAMES)} or 0..4")
+        lab = space.dataset_label(rec["label"])
+        if lab is None:
+            raise BadInput(csv_path, f"label (line {line})", f"unknown label {rec['label']!r}; expected "
+                           f"{space.what}: {space.expected()} (names ignore case) or 0..{len(space.labels) - 1}")
+        k = space.index(lab)
         if full in seen:
             raise BadInput(csv_path, f"path (line {line})", f"duplicate path {raw!r} (also line {seen[full]})")
         seen[full] = line
@@ -228,10 +288,10 @@ def _from_csv(csv_path: Path):
             raise BadInput(csv_path, f"path (line {line})", f"not an image file: {raw!r}")
         if not os.path.isfile(full):
             raise BadInput(csv_path, f"path (line {line})", f"file not found: {raw!r}")
-        first = Path(raw).parts[0].upper() if not os.path.isabs(raw) and Path(raw).parts else ""
-        if first in CLASS_NAMES and CLASS_NAMES.index(first) != k:
-            raise BadInput(csv_path, f"label (line {line})",
-                           f"{CLASS_NAMES[k]} but the file is in folder {Path(raw).parts[0]!r}")
+        parts = Path(raw).parts if not os.path.isabs(raw) else ()
+        folder = space.dataset_label(parts[0], allow_index=False) if len(parts) > 1 else None
+        if folder is not None and folder != lab:
+            raise BadInput(csv_path, f"label (line {line})", f"{lab} but the file is in folder {parts[0]!r}")
         pid = str(rec["patient_id"]).strip() if has_pid else None
         if has_pid and not pid:
             raise BadInput(csv_path, f"patient_id (line {line})",
@@ -239,25 +299,24 @@ def _from_csv(csv_path: Path):
         site = str(rec.get("site", "")).strip() or None
         device = str(rec.get("device", "")).strip() or None
         rows.append((full, k, pid, site, device))
-    counts = np.bincount([r[1] for r in rows], minlength=len(CLASS_NAMES))
-    for k, n in enumerate(counts):
-        if n == 0:
-            raise BadInput(csv_path, "label", f"class {CLASS_NAMES[k]} has no images")
+    _check_every_class(space, [r[1] for r in rows], csv_path)
     root = base
     if any(not r[0].startswith(base + os.sep) for r in rows):   # absolute paths elsewhere: their common folder
         root = os.path.commonpath([base] + [os.path.dirname(r[0]) for r in rows])
-    return rows, Path(root)
+    return rows, Path(root), task
 
 
 # ---------------------------------------------------------------- entry point
 
 
-def load_manifest(path, verify: bool = True, workers: int = DEFAULT_WORKERS) -> pd.DataFrame:
+def load_manifest(path, task: TaskCfg | None = None, verify: bool = True,
+                  workers: int = DEFAULT_WORKERS) -> pd.DataFrame:
     """The dataset at `path` (ImageFolder dir, dir with manifest.csv, or a CSV) as the canonical manifest table.
 
-    Columns (docs/contracts.md): image_id (posix path relative to the data root), path (absolute), label (0..4),
-    label_name, patient_id, site, device (str or None), sorted by image_id; df.attrs["root"] is the data root and
-    df.attrs["source"] is "imagefolder" or the CSV path.
+    Columns (docs/contracts.md): image_id (posix path relative to the data root), path (absolute), label (index
+    into the task's classes), label_name (the class), patient_id, site, device (str or None), sorted by image_id.
+    df.attrs: "root" (the data root), "source" ("imagefolder" or the CSV path), "class_names" (the task's classes)
+    and "task" (the TaskCfg used: `task`, or the one inferred from the data's labels when `task` is None).
     """
     p = Path(path)
     if not p.exists():
@@ -265,23 +324,25 @@ def load_manifest(path, verify: bool = True, workers: int = DEFAULT_WORKERS) -> 
     if p.is_dir():
         csv_path = p / MANIFEST_NAME
         if csv_path.is_file():
-            rows, root = _from_csv(csv_path)
+            rows, root, task = _from_csv(csv_path, task)
             source = os.path.abspath(csv_path)
         else:
             root = Path(os.path.abspath(p))
-            rows = [(f, k, None, None, None) for f, k in _scan_folder(root)]
+            found, task = _scan_folder(root, task)
+            rows = [(f, k, None, None, None) for f, k in found]
             source = "imagefolder"
     elif p.suffix.lower() in (".csv", ".tsv", ".txt"):
-        rows, root = _from_csv(p)
+        rows, root, task = _from_csv(p, task)
         source = os.path.abspath(p)
     else:
-        raise BadInput(p, None, "expected a dataset folder (F0..F4 or with manifest.csv) or a manifest .csv file")
+        raise BadInput(p, None, "expected a dataset folder (one folder per class, or with manifest.csv) "
+                                "or a manifest .csv file")
 
     recs = []
     for full, k, pid, site, device in rows:
         absp = os.path.abspath(full)
         recs.append({"image_id": Path(os.path.relpath(absp, root)).as_posix(), "path": absp, "label": k,
-                     "label_name": CLASS_NAMES[k], "patient_id": pid, "site": site, "device": device})
+                     "label_name": task.classes[k], "patient_id": pid, "site": site, "device": device})
     df = pd.DataFrame({c: pd.Series([r[c] for r in recs], dtype=object) for c in COLUMNS})
     dup = df["image_id"].duplicated(keep=False)
     if dup.any():
@@ -292,9 +353,12 @@ def load_manifest(path, verify: bool = True, workers: int = DEFAULT_WORKERS) -> 
         _verify_all(df["path"], workers)
     df.attrs["root"] = str(root)
     df.attrs["source"] = source
+    df.attrs["class_names"] = list(task.classes)
+    df.attrs["task"] = task
     return df
 
 
 def class_counts(df: pd.DataFrame) -> list[int]:
-    """Images per class, F0..F4."""
-    return np.bincount(df["label"].to_numpy(), minlength=len(CLASS_NAMES)).astype(int).tolist()
+    """Images per class, in the order of df.attrs["class_names"]."""
+    n = len(df.attrs.get("class_names") or []) or int(df["label"].max()) + 1
+    return np.bincount(df["label"].to_numpy(), minlength=n).astype(int).tolist()

@@ -12,7 +12,6 @@ from protocols.atomic import sha256_of, write_json
 from protocols.errors import BadInput
 
 SCHEMA = "fibrobench.splits/1"
-CLASS_NAMES = ("F0", "F1", "F2", "F3", "F4")
 LEVELS = ("image", "patient", "cluster")
 
 
@@ -50,9 +49,19 @@ def _counts(labels: np.ndarray, n_classes: int) -> list[int]:
     return [int(c) for c in np.bincount(labels, minlength=n_classes)]
 
 
+def _class_names(df: pd.DataFrame, class_names) -> list[str]:
+    """The task's classes: given, else df.attrs["class_names"] (protocols.data.load_manifest), else "0".."K-1"."""
+    if class_names is None:
+        class_names = df.attrs.get("class_names") if hasattr(df, "attrs") else None
+    if class_names is None:
+        class_names = [str(k) for k in range(int(np.max(df["label"].to_numpy(), initial=0)) + 1)]
+    return [str(c) for c in class_names]
+
+
 def make_splits(df: pd.DataFrame, level: str, test_fraction: float = 0.2, n_folds: int = 5, seed: int = 0,
-                groups=None, n_classes: int = len(CLASS_NAMES)) -> dict:
+                groups=None, class_names=None) -> dict:
     """Stratified holdout + stratified k-fold on the rest; grouped (no group in two partitions) unless level=image.
+    Strata are the task's classes (`label` indexes `class_names`, which splits.json records).
 
     image:   train_test_split(stratify) + StratifiedKFold.
     patient: groups = manifest patient_id; holdout = one split of StratifiedGroupKFold(round(1/test_fraction)),
@@ -70,6 +79,8 @@ def make_splits(df: pd.DataFrame, level: str, test_fraction: float = 0.2, n_fold
     df = df.sort_values("image_id").reset_index(drop=True)
     ids = df["image_id"].astype(str).to_numpy()
     labels = df["label"].to_numpy().astype(np.int64)
+    names = _class_names(df, class_names)
+    n_classes = len(names)
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= n_classes:
         raise BadInput(where, "label", f"labels must be in 0..{n_classes - 1}")
     grp = _groups_for(df, level, groups)
@@ -100,8 +111,7 @@ def make_splits(df: pd.DataFrame, level: str, test_fraction: float = 0.2, n_fold
         "test_fraction": float(test_fraction),
         "realised_test_fraction": len(te_idx) / len(ids),
         "n_folds": int(n_folds),
-        "class_names": list(CLASS_NAMES[:n_classes]) if n_classes <= len(CLASS_NAMES) else
-        [str(i) for i in range(n_classes)],
+        "class_names": names,
         "images": _image_entries(df, ids, labels, grp),
         "holdout": {"trainval": ids[tv_idx].tolist(), "test": ids[te_idx].tolist()},
         "folds": [{"fold": k, "train": ids[np.sort(a)].tolist(), "val": ids[np.sort(b)].tolist()}
@@ -172,7 +182,10 @@ def write_splits(run_dir, splits: dict) -> Path:
 
 
 def check_matches_manifest(splits: dict, df: pd.DataFrame, path="splits.json") -> None:
-    """The splits must cover exactly the manifest's images with the same labels (reuse across re-runs)."""
+    """The splits must cover exactly the manifest's images with the same labels and classes (reuse across re-runs)."""
+    names = df.attrs.get("class_names") if hasattr(df, "attrs") else None
+    if names is not None and splits.get("class_names") is not None and list(splits["class_names"]) != list(names):
+        raise BadInput(path, "class_names", f"{splits['class_names']} differ from the task's classes {list(names)}")
     have = {str(i): int(l) for i, l in zip(df["image_id"], df["label"])}
     want = {i: v["label"] for i, v in splits["images"].items()}
     if have != want:

@@ -8,8 +8,14 @@ from reports.rundir import load_run
 from reports.summary import jsonable, summarize_loaded
 
 SCHEMA = "fibrobench.compare/1"
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "kappa", "qwk", "auroc_macro",
-           "mae_stage", "error_ge2_rate", "ece", "brier")
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "kappa", "qwk", "linear_kappa", "auroc_macro",
+           "auroc", "sensitivity", "specificity", "ppv", "npv", "mae_stage", "error_ge2_rate", "ece", "brier")
+
+
+def metrics_of(summaries: list[dict]) -> list[str]:
+    """The METRICS that some run's task defines (a binary run has no QWK, a five-class run no positive AUROC)."""
+    have = {k for s in summaries for m in s["models"].values() for k in (m.get("ensemble") or {})}
+    return [k for k in METRICS if k in have]
 Z95 = 1.959963984540054
 
 
@@ -65,6 +71,11 @@ def comparability(summaries: list[dict], runs_json: list[dict]) -> dict:
         notes.append("The runs are on different data (fingerprints differ or are missing): differences mix data and protocol.")
     if only:
         notes.append("Not every model is in every run; only the common models are compared.")
+    tasks = [s.get("task") or {} for s in summaries]
+    if any((t.get("classes"), t.get("ordinal"), t.get("positive")) != (tasks[0].get("classes"), tasks[0].get("ordinal"),
+                                                                     tasks[0].get("positive")) for t in tasks):
+        notes.append("The runs evaluate different tasks (classes, ordinality or positive class differ): "
+                     "their metrics measure different things.")
     if len({s["n_test"] for s in summaries}) > 1 or len({s.get("level") for s in summaries}) > 1:
         notes.append("The holdout sets differ between runs, so differences are between independent estimates, not paired.")
     smoke = [s["run_dir"] for s in summaries if s.get("smoke")]
@@ -80,7 +91,7 @@ def compare_summaries(summaries: list[dict], runs_json: list[dict]) -> dict:
     models = {}
     for m in comp["common_models"]:
         rows = {}
-        for metric in METRICS:
+        for metric in metrics_of(summaries):
             entries = [s["models"][m]["ensemble"].get(metric) or {} for s in summaries]
             rows[metric] = {"values": [e.get("value") for e in entries], "cis": [e.get("ci") for e in entries],
                             "methods": [e.get("method") for e in entries],
@@ -110,5 +121,6 @@ def render_compare(run_dirs, n_boot: int = 10_000, seed: int = 0, provenance: di
     """(html, comparison dict) for several run directories."""
     comp, summaries = compare_runs(run_dirs, n_boot=n_boot, seed=seed)
     ctx = {"title": f"fibrobench comparison of {len(run_dirs)} runs", "cmp": comp, "summaries": summaries,
-           "metrics": METRICS, "labels": dict(render.HEADLINE, ece="ECE", brier="Brier"), "report_prov": provenance}
+           "metrics": metrics_of(summaries), "labels": dict(render.headline(summaries[0].get("task") or {}), ece="ECE",
+                                                            brier="Brier"), "report_prov": provenance}
     return render.render_html(ctx, "compare.html.j2"), comp

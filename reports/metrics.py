@@ -1,4 +1,7 @@
-"""Classification metrics for ordinal fibrosis stages: per-class counts, averages, kappas, stage errors, AUROCs.
+"""Classification metrics for any label space: per-class counts, averages, kappas, class-step errors, AUROCs.
+
+Which of them a report shows depends on the task (reports/task.py): the ordinal quantities (weighted kappas,
+class-step errors, cut-off AUROCs) only for ordinal tasks, the positive-class AUROC only for binary ones.
 
 Everything derived from a confusion matrix works on a stack `cm[..., C, C]` (rows = truth, columns =
 prediction) so the bootstrap can evaluate 10,000 resampled matrices at once.
@@ -8,9 +11,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 from scipy.stats import rankdata
-
-# hepatology cut-offs: significant fibrosis (>=F2), advanced fibrosis (>=F3), cirrhosis (F4)
-CUTOFFS = {">=F2": 2, ">=F3": 3, "F4": 4}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -110,6 +110,7 @@ def from_confusion(cm: np.ndarray) -> dict:
             "macro_specificity": macro_average(pc["specificity"], cm),
             "kappa": kappa(cm),
             "qwk": kappa(cm, "quadratic"),
+            "linear_kappa": kappa(cm, "linear"),
             "mae_stage": _div((cm * dist).sum((-2, -1)), total),
             "error_ge2_rate": _div((cm * (dist >= 2)).sum((-2, -1)), total),
         }
@@ -137,21 +138,26 @@ def auroc_ovr(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return out
 
 
-def cutoff_scores(probs: np.ndarray, stage: int) -> np.ndarray:
-    """Score for 'stage >= cut-off': the summed probabilities of the positive stages."""
-    return np.asarray(probs)[:, stage:].sum(axis=1)
+def cutoff_scores(probs: np.ndarray, first: int) -> np.ndarray:
+    """Score for 'class >= cut-off' on an ordinal scale: the summed probabilities of classes first..C-1."""
+    return np.asarray(probs)[:, first:].sum(axis=1)
 
 
-def auroc_cutoffs(y_true: np.ndarray, probs: np.ndarray) -> dict:
+def auroc_cutoffs(y_true: np.ndarray, probs: np.ndarray, cutoffs: dict) -> dict:
+    """AUROC of each cut-off {name: index of its first positive class} (the task's cut-offs)."""
     out = {}
-    for name, stage in CUTOFFS.items():
-        pos = np.asarray(y_true) >= stage
-        out[name] = auroc_binary(pos, cutoff_scores(probs, stage))
+    for name, first in cutoffs.items():
+        pos = np.asarray(y_true) >= first
+        out[name] = auroc_binary(pos, cutoff_scores(probs, first))
     return out
 
 
-def classification_report(y_true, probs, class_names) -> dict:
-    """Point estimates of every metric for one set of predictions (probabilities [N, C])."""
+def classification_report(y_true, probs, class_names, cutoffs: dict | None = None,
+                          positive: int | None = None) -> dict:
+    """Point estimates of every metric for one set of predictions (probabilities [N, C]).
+
+    `cutoffs` {name: first positive class index} adds `auroc_cutoffs`; `positive` (binary tasks) adds `auroc`,
+    the AUROC of the positive class's probability."""
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=np.float64)
     n_classes = len(class_names)
@@ -165,7 +171,9 @@ def classification_report(y_true, probs, class_names) -> dict:
     for c, name in enumerate(class_names):
         out["per_class"][name]["auroc"] = float(auc[c])
     out["auroc_macro"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")
-    out["auroc_cutoffs"] = {k: float(v) for k, v in auroc_cutoffs(y_true, probs).items()}
+    out["auroc_cutoffs"] = {k: float(v) for k, v in auroc_cutoffs(y_true, probs, cutoffs or {}).items()}
+    if positive is not None:
+        out["auroc"] = auroc_binary(y_true == positive, probs[:, positive])
     out["confusion"] = cm.tolist()
     out["n"] = int(len(y_true))
     return out

@@ -19,11 +19,38 @@ from reports.summary import summarize_loaded
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PERCENT = {"accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall",
-           "macro_specificity", "error_ge2_rate", "recall", "specificity", "precision", "npv", "f1", "sensitivity"}
-HEADLINE = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc."), ("macro_f1", "Macro F1"),
-            ("weighted_f1", "Weighted F1"), ("kappa", "Cohen's κ"), ("qwk", "Quadratic κ"),
-            ("auroc_macro", "AUROC (macro OvR)"), ("mae_stage", "Mean |stage error|"),
-            ("error_ge2_rate", "Errors ≥ 2 stages")]
+           "macro_specificity", "error_ge2_rate", "recall", "specificity", "precision", "npv", "ppv", "f1",
+           "sensitivity"}
+
+
+def headline(task: dict) -> list[tuple[str, str]]:
+    """(summary key, column label) of the headline metrics the task defines, in the task's words."""
+    cols = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc."), ("macro_f1", "Macro F1"),
+            ("weighted_f1", "Weighted F1"), ("kappa", "Cohen's κ")]
+    classes = task.get("classes") or []
+    if task.get("ordinal") and len(classes) >= 3:
+        cols += [("qwk", "Quadratic κ"), ("linear_kappa", "Linear κ"), ("mae_stage", "Mean |stage error|"),
+                 ("error_ge2_rate", "Errors ≥ 2 stages")]
+    if len(classes) == 2:
+        pos = task.get("positive")
+        cols += [("auroc", f"AUROC ({pos})"), ("sensitivity", f"Sensitivity ({pos})"),
+                 ("specificity", f"Specificity ({pos})"), ("ppv", f"PPV ({pos})"), ("npv", f"NPV ({pos})")]
+    else:
+        cols.append(("auroc_macro", "AUROC (macro OvR)"))
+    return cols
+
+
+def task_words(task: dict) -> dict:
+    """The report's vocabulary for this task: what one class is called, and a one-line description."""
+    classes = task.get("classes") or []
+    ordinal = bool(task.get("ordinal"))
+    kind = ("binary" if len(classes) == 2 else f"{len(classes)}-class") + (", ordinal" if ordinal else ", nominal")
+    desc = f"{kind}: {', '.join(classes)}"
+    if task.get("positive"):
+        desc += f"; positive class {task['positive']}"
+    if task.get("cutoffs"):
+        desc += "; cut-offs " + ", ".join(f"{k} (≥ {v})" for k, v in task["cutoffs"].items())
+    return {"unit": "stage" if ordinal else "class", "description": desc}
 
 
 def _num(x):
@@ -131,6 +158,12 @@ def _verdict(run: Run, summary: dict, leakage: dict | None, claims_audit: dict |
         v = claims_audit.get("verdict") or claims_audit.get("summary", {}).get("verdict")
         if v:
             lines.append(f"Claims audit verdict: {v}.")
+    for name in models if summary["task"]["positive"] else []:
+        e = models[name]["ensemble"]
+        lines.append(f"{name}, positive class {summary['task']['positive']}: AUROC {_fmt(e['auroc']['value'])} "
+                     f"(95 % CI {_fmt_ci(e['auroc']['ci'])}, {e['auroc']['method']}), sensitivity "
+                     f"{_fmt(e['sensitivity']['value'], 'sensitivity')}, specificity "
+                     f"{_fmt(e['specificity']['value'], 'specificity')}.")
     if summary["level"]:
         lines.append(f"Split level: {summary['level']} (images are grouped by "
                      f"{summary['clusters']['source']}).")
@@ -186,7 +219,9 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "leakage": run.leakage,
         "leakage_view": leakage_view,
         "leakage_error": leakage_error,
-        "headline": HEADLINE,
+        "task": summary["task"],
+        "words": task_words(summary["task"]),
+        "headline": headline(summary["task"]),
         "models": models,
         "confusions": {m: _shade(v["ensemble"]["confusion"]) for m, v in models.items()},
         "comparisons": summary["comparisons"],

@@ -12,15 +12,18 @@ from reports import calibration as cal
 from reports import metrics as M
 from reports import stats as S
 from reports.rundir import Run, load_run
+from reports.task import ORDINAL_METRICS, Task, task_of
 
 SCHEMA = "fibrobench.summary/1"
 BASELINE = "resnet50"
 # confusion-matrix metrics that are proportions of images (Wilson when images are independent)
 PROPORTIONS = ("accuracy",)
 CONFUSION_METRICS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1",
-                     "macro_specificity", "kappa", "qwk", "mae_stage", "error_ge2_rate")
-FOLD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "qwk", "auroc_macro", "ece")
+                     "macro_specificity", "kappa", "qwk", "linear_kappa", "mae_stage", "error_ge2_rate")
+FOLD_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "qwk", "auroc_macro", "auroc", "ece")
 COMPARE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "qwk")
+# binary tasks: the positive class's per-class proportions, also shown as headline metrics under these names
+POSITIVE_METRICS = {"sensitivity": "recall", "specificity": "specificity", "ppv": "precision", "npv": "npv"}
 PER_CLASS_PROPORTIONS = {"recall": ("tp", "fn"), "specificity": ("tn", "fp"), "precision": ("tp", "fp"),
                          "npv": ("tn", "fn")}
 
@@ -98,9 +101,25 @@ def _percentile_entry(samples, method: str) -> dict:
     return out
 
 
-def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tuple[dict, dict]:
-    """Every metric with value, 95 % CI and method; also returns the bootstrap replicates of the confusion metrics."""
+def task_metrics(task: Task, names) -> tuple:
+    """The subset of `names` that the task defines: ordinal-only ones for ordinal tasks, macro OvR AUROC for
+    three or more classes, the positive-class AUROC for two."""
+    def keep(n):
+        if n in ORDINAL_METRICS:
+            return task.ordinal_metrics
+        if n == "auroc_macro":
+            return not task.binary
+        if n == "auroc":
+            return task.binary
+        return True
+    return tuple(n for n in names if keep(n))
+
+
+def metric_block(y, probs, codes, weights, class_names, clustered: bool, task: Task | None = None) -> tuple[dict, dict]:
+    """Every metric the task defines with value, 95 % CI and method; also the bootstrap replicates of the
+    confusion metrics."""
     y = np.asarray(y)
+    task = task or task_of(None, class_names)
     point = M.classification_report(y, probs, class_names)
     cm = np.asarray(point["confusion"])
     yhat = probs.argmax(1)
@@ -114,7 +133,7 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
     bmethod = (f"cluster bootstrap percentile ({n_boot} resamples of patients/clusters)" if clustered
                else f"bootstrap percentile ({n_boot} resamples of images)")
     out = {}
-    for name in CONFUSION_METRICS:
+    for name in task_metrics(task, CONFUSION_METRICS):
         entry = {"value": _f(point[name])}
         if name in PROPORTIONS and not clustered:
             k = int(np.trace(cm))
@@ -158,9 +177,16 @@ def metric_block(y, probs, codes, weights, class_names, clustered: bool) -> tupl
                         if 0 < pos.sum() < len(y) else {"value": None, "ci": [None, None], "method": "n/a"})
         pcs[cname] = row
     out["per_class"] = pcs
-    out["auroc_macro"] = _auroc_entry(S.macro_auroc_ci(y, probs, codes if clustered else None))
+    if task.binary:   # the positive class: its AUROC (DeLong) and its per-class proportions, no macro OvR
+        pname = task.positive_name
+        out["positive_class"] = pname
+        out["auroc"] = pcs[pname]["auroc"]
+        for name, key in POSITIVE_METRICS.items():
+            out[name] = pcs[pname][key]
+    else:
+        out["auroc_macro"] = _auroc_entry(S.macro_auroc_ci(y, probs, codes if clustered else None))
     out["auroc_cutoffs"] = {}
-    for cut, stage in M.CUTOFFS.items():
+    for cut, stage in task.cutoffs.items():
         pos = y >= stage
         out["auroc_cutoffs"][cut] = (_auroc_entry(S.auroc_ci(pos, M.cutoff_scores(probs, stage),
                                                              codes if clustered else None))
@@ -185,18 +211,18 @@ def _auroc_entry(r):
     return out
 
 
-def _fold_scores(folds, split: str, class_names) -> dict:
+def _fold_scores(folds, split: str, class_names, task: Task) -> dict:
     """Point metrics of each fold model on its own validation fold ('val') or on the holdout ('test')."""
     rows = []
     for f in folds:
         d = getattr(f, split)
         if d is None or f.done is None:
             continue
-        rep = M.classification_report(d["labels"], d["probs"], class_names)
+        rep = M.classification_report(d["labels"], d["probs"], class_names, positive=task.positive)
         rep["ece"] = cal.ece(d["labels"], d["probs"])
         rows.append((f.fold, rep))
     out = {"folds": [k for k, _ in rows]}
-    for name in FOLD_METRICS:
+    for name in task_metrics(task, FOLD_METRICS):
         vals = [float(r[name]) for _, r in rows]
         out[name] = {"values": [_f(v) for v in vals], "mean": _f(np.mean(vals)) if vals else None,
                      "sd": _f(np.std(vals, ddof=1)) if len(vals) > 1 else None}
@@ -210,7 +236,7 @@ def _comparison_pairs(names):
     return pairs
 
 
-def _compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val):
+def _compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val, task: Task):
     ea, eb = ens[a], ens[b]
     ia = {i: n for n, i in enumerate(ea["ids"])}
     order = [ia[i] for i in eb["ids"]]
@@ -220,9 +246,10 @@ def _compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val):
     out["mcnemar"] = S.mcnemar_exact(pa == ya, pb == yb)
     out["delong"] = _clean(S.paired_auroc_test(yb, ea["probs"][order], eb["probs"],
                                                clusters.codes_for(eb["ids"]) if clusters.clustered else None))
-    out["delong"]["metric"] = "auroc_macro"
+    # two classes: the two one-vs-rest AUROCs coincide, so this is the paired DeLong test of the positive class's AUROC
+    out["delong"]["metric"] = "auroc" if task.binary else "auroc_macro"
     out["holdout_diff"] = {}
-    for name in COMPARE_METRICS:
+    for name in task_metrics(task, COMPARE_METRICS):
         n_classes = eb["probs"].shape[1]
         va = float(M.from_confusion(M.confusion(ya, pa, n_classes))[name])
         vb = float(M.from_confusion(M.confusion(yb, pb, n_classes))[name])
@@ -286,6 +313,7 @@ def _efficiency(run: Run) -> dict:
 
 def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
     """summarize_run on an already loaded Run."""
+    task = task_of(run.run, run.class_names, run.path / "run.json")
     groups = run.groups
     names = [m for m, mr in run.models.items() if mr.ensemble is not None]
     warnings = []
@@ -312,20 +340,20 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
             continue
         codes = clusters.codes_for(e["ids"])
         block, boot_cms[m] = metric_block(e["labels"], e["probs"], codes, clusters.weights, run.class_names,
-                                          clusters.clustered)
+                                          clusters.clustered, task)
         block["source"] = mr.ensemble_source
         ens[m] = e
         entry = {"ensemble": block, "n_folds": len(mr.folds)}
-        fold_val[m] = _fold_scores(mr.folds, "val", run.class_names)
+        fold_val[m] = _fold_scores(mr.folds, "val", run.class_names, task)
         entry["folds"] = fold_val[m]
-        entry["folds_holdout"] = _fold_scores(mr.folds, "test", run.class_names)
+        entry["folds_holdout"] = _fold_scores(mr.folds, "test", run.class_names, task)
         if mr.oof is not None:
             key = tuple(sorted(mr.oof["ids"]))
             if key not in oof_clusters:  # every model's OOF covers the same trainval images: draw once
                 oof_clusters[key] = _Clusters(sorted(mr.oof["ids"]), groups, n_boot, seed + 1)
             oc = oof_clusters[key]
             entry["oof"], _ = metric_block(mr.oof["labels"], mr.oof["probs"], oc.codes_for(mr.oof["ids"]), oc.weights,
-                                           run.class_names, oc.clustered)
+                                           run.class_names, oc.clustered, task)
             entry["oof"]["source"] = mr.oof_source
         else:
             entry["oof"] = None
@@ -333,7 +361,7 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
     folds = (run.splits or {}).get("folds") or []
     n_train = float(np.mean([len(f["train"]) for f in folds])) if folds else float("nan")
     n_val = float(np.mean([len(f["val"]) for f in folds])) if folds else float("nan")
-    comps = [_compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val)
+    comps = [_compare(a, b, ens, boot_cms, clusters, fold_val, n_train, n_val, task)
              for a, b in _comparison_pairs(list(ens))]
     for getp in (lambda c: c["mcnemar"], lambda c: c["delong"], lambda c: (c["folds"] or {}).get("nadeau_bengio"),
                  lambda c: (c["folds"] or {}).get("wilcoxon")):  # Holm across the comparisons, within each test
@@ -345,6 +373,7 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
         "schema": SCHEMA,
         "run_dir": str(run.path),
         "class_names": run.class_names,
+        "task": task.to_dict(),
         "level": (run.splits or {}).get("level"),
         "n_test": len(test_ids),
         "n_trainval": len(trainval) if trainval else None,

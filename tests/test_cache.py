@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from protocols.cache import PREP_VERSION, decode_resize, default_cache_dir, entry_path, load_images
-from protocols.data import CLASS_NAMES, file_sha256, load_manifest
+from protocols.data import file_sha256, load_manifest
+from protocols.synth import CLASS_NAMES
 from protocols.errors import BadInput
 
 SIZE = 24

@@ -12,9 +12,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from protocols.data import CLASS_NAMES, COLUMNS, class_counts, data_fingerprint, load_manifest, parse_label
+from protocols.config import TaskCfg
+from protocols.data import COLUMNS, LabelSpace, class_counts, data_fingerprint
+from protocols.data import load_manifest as _load_manifest
 from protocols.errors import BadInput
-from protocols.synth import generate_dataset
+from protocols.synth import CLASS_NAMES, generate_dataset
+
+FIVE = TaskCfg(classes=CLASS_NAMES, ordinal=True)   # the afif2025 task: the five METAVIR stages
+
+
+def load_manifest(path, **kw):
+    """protocols.data.load_manifest with the five-stage task (tests/test_task.py covers other label spaces)."""
+    return _load_manifest(path, **{"task": FIVE, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +100,8 @@ def test_csv_label_forms_and_absolute_paths(folder, tmp_path):
     df = load_manifest(csv)
     assert df["label"].tolist() == [0, 1, 2, 3, 4]
     assert df["image_id"].tolist() == [r[0] if not r[0].startswith("/") else "F3/F3_0.png" for r in rows]
-    assert parse_label("F9") is None and parse_label("5") is None and parse_label("f4") == 4
+    space = LabelSpace(FIVE)
+    assert space.dataset_label("F9") is None and space.dataset_label("5") is None and space.dataset_label("f4") == "F4"
 
 
 # ---------------------------------------------------------------- ImageFolder errors

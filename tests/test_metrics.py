@@ -82,7 +82,7 @@ def test_auroc_matches_sklearn_with_ties(preds):
     for k in range(5):
         assert M.auroc_binary(y == k, rounded[:, k]) == pytest.approx(skm.roc_auc_score(y == k, rounded[:, k]))
     np.testing.assert_allclose(M.auroc_ovr(y, probs), [skm.roc_auc_score(y == k, probs[:, k]) for k in range(5)])
-    cut = M.auroc_cutoffs(y, probs)
+    cut = M.auroc_cutoffs(y, probs, {">=F2": 2, "F4": 4})
     assert cut[">=F2"] == pytest.approx(skm.roc_auc_score(y >= 2, probs[:, 2:].sum(1)))
     assert cut["F4"] == pytest.approx(skm.roc_auc_score(y == 4, probs[:, 4]))
     assert np.isnan(M.auroc_binary(np.zeros(5, bool), np.arange(5)))

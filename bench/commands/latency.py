@@ -28,7 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-sizes", help="comma-separated (default 1,64 on CUDA, 1 on CPU); 1 gives the latency percentiles")
     p.add_argument("--input-size", type=int, help="square input side in pixels (default: the protocol's, else 224)")
     p.add_argument("--protocol", metavar="PROTOCOL.yaml",
-                   help="take the input size and (without --models) the model list from this protocol")
+                   help="take the input size, the number of classes and (without --models) the model list from this protocol")
+    p.add_argument("--num-classes", type=int,
+                   help="classifier outputs (default: the protocol's task, else 5)")
     p.add_argument("--precisions", help="fp32 and/or bf16 autocast (default fp32,bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--channels-last", action=__import__("argparse").BooleanOptionalAction, default=True,
                    help="channels_last memory format for model and input (default on)")
@@ -97,8 +99,14 @@ def main(args) -> int:
         proto_models = list(proto.models)
         if args.input_size is None:
             args.input_size = int(proto.data.input_size)
+        if args.num_classes is None and proto.task is not None:
+            args.num_classes = len(proto.task.classes)
     if args.input_size is None:
         args.input_size = 224
+    if args.num_classes is None:
+        args.num_classes = 5
+    if args.num_classes < 2:
+        raise BadInput("<command line>", "--num-classes", f"need at least 2 classes, got {args.num_classes}")
 
     try:
         device = L.resolve_device(args.device)
@@ -142,22 +150,25 @@ def main(args) -> int:
         from bench.provenance import collect
         prov = collect(args.argv, device=str(device))
         res = {"schema": L.SCHEMA, "device": L.device_block(prov, device), "packages": prov["packages"],
-               "provenance": prov, "settings": {"input_size": args.input_size, "info_only": True},
+               "provenance": prov,
+               "settings": {"input_size": args.input_size, "num_classes": args.num_classes, "info_only": True},
                "models": {n: {"input_size": args.input_size,
-                              **L.model_facts(n, L.default_factory(n, args.input_size), args.input_size)}
+                              **L.model_facts(n, L.default_factory(n, args.input_size, args.num_classes),
+                                              args.input_size, args.num_classes)}
                           for n in names}}
     else:
         cfg = L.LatencyConfig(input_size=args.input_size, batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
                               precisions=precs, channels_last=args.channels_last, compile=args.compile,
                               runs=args.runs, warmup=args.warmup, throughput_runs=args.throughput_runs,
                               max_batch=args.max_batch_cap > 0, max_batch_cap=max(1, args.max_batch_cap),
-                              train_batch=args.train_batch or None, train_runs=args.train_runs)
+                              train_batch=args.train_batch or None, train_runs=args.train_runs,
+                              num_classes=args.num_classes)
         partial = None
         if args.json:
             partial = lambda r: write_json(args.json + ".partial", r)  # noqa: E731 - progress file, renamed at the end
         res = L.run_latency(names, cfg, device, command=args.argv, log=log, on_model=partial)
         if args.cross_check and "error" not in res["models"][names[0]]:
-            m = L.default_factory(names[0], args.input_size).to(device)
+            m = L.default_factory(names[0], args.input_size, args.num_classes).to(device)
             log(f"cross-check {names[0]} against torch.utils.benchmark.Timer")
             res["cross_check"] = {"model": names[0], **L.cross_check(m, device, 1, args.input_size,
                                                                      runs=max(5, args.runs // 3))}

@@ -18,7 +18,8 @@ DESCRIPTION = (
 
 
 def add_arguments(p):
-    p.add_argument("--data", required=True, help="data root (ImageFolder F0..F4 or folder with manifest.csv) or manifest CSV")
+    p.add_argument("--data", required=True, help="data root (ImageFolder, one folder per class, or folder with "
+                                                    "manifest.csv) or manifest CSV; classes are the data's own labels")
     p.add_argument("--splits", help="RUN_DIR/splits.json to audit (default: build image- and group-level splits)")
     p.add_argument("--json", help="write the leakage.json here (image ids relative to --data)")
     p.add_argument("--embed", metavar="MODEL", help="also embed frames with this registered backbone (frozen)")
@@ -73,6 +74,12 @@ def _load_splits(path, df):
     from protocols.splits import check_matches_manifest, read_splits
 
     splits = read_splits(path)
+    names = splits.get("class_names")
+    if names is not None and list(names) != list(df.attrs.get("class_names") or []):
+        # a run's own task (e.g. F0..F4 mapped onto two classes): audit the split with the labels it was made with
+        want = splits.get("images") or {}
+        df["label"] = [int((want.get(i) or {}).get("label", -1)) for i in df["image_id"]]
+        df.attrs["class_names"] = list(names)
     try:
         check_matches_manifest(splits, df, path)
     except KeyError as exc:

@@ -21,7 +21,8 @@ def _int_list(s: str) -> list[int]:
 
 def add_arguments(p) -> None:
     p.add_argument("protocol", help="protocol YAML (e.g. protocols/afif2025/protocol.yaml)")
-    p.add_argument("--data", required=True, help="ImageFolder dir (F0..F4) or manifest.csv")
+    p.add_argument("--data", required=True, help="ImageFolder dir (one folder per class: the task's classes or "
+                                                    "task.map keys, any case) or manifest.csv")
     p.add_argument("--out", help="run directory (default runs/<protocol>-<UTC timestamp>); reuse it to resume")
     p.add_argument("--models", help="comma-separated models instead of the protocol's (recorded as an override)")
     p.add_argument("--folds", help="comma-separated fold indices to run (default all; recorded)")

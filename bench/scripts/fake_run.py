@@ -16,9 +16,9 @@ def _sha(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _fake_logits(rng, labels, patient_effect, quality):
+def _fake_logits(rng, labels, patient_effect, quality, n_classes=len(CLASS_NAMES)):
     """Ordinal logits: stages near the true one score higher; patient effect makes images of one patient correlated."""
-    k = np.arange(len(CLASS_NAMES))
+    k = np.arange(n_classes)
     base = -quality * np.abs(k[None, :] - labels[:, None]).astype(float)
     return (base + patient_effect + rng.normal(0, 1.0, base.shape)).astype(np.float32)
 
@@ -26,17 +26,22 @@ def _fake_logits(rng, labels, patient_effect, quality):
 def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, images_per_patient=3,
                   n_folds=5, level="patient", seed=0, smoke=False, random_init=(), quality=None,
                   write_ensemble=True, write_oof=True, write_latency=True, write_leakage=True,
-                  fingerprint="f" * 64, protocol_extra=None, image_prefix="") -> Path:
-    """Create RUN_DIR at `root` and return it; every file follows docs/contracts.md."""
+                  fingerprint="f" * 64, protocol_extra=None, image_prefix="", class_names=None, task=None) -> Path:
+    """Create RUN_DIR at `root` and return it; every file follows docs/contracts.md.
+
+    `class_names` (default F0..F4) sets the label space; `task` (a resolved task mapping, as run.json's
+    protocol.task) is recorded in run.json; without it the run looks like one made before tasks existed."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     quality = {**DEFAULT_QUALITY, **(quality or {})}
+    names = list(class_names or (task or {}).get("classes") or CLASS_NAMES)
+    C = len(names)
     # patients, each with one stage and several images
-    p_labels = rng.integers(0, 5, n_patients)
+    p_labels = rng.integers(0, C, n_patients)
     ids, labels, groups = [], [], []
     for p in range(n_patients):
         for j in range(images_per_patient):
-            ids.append(f"{image_prefix}{CLASS_NAMES[p_labels[p]]}/p{p:04d}_{j}.png")
+            ids.append(f"{image_prefix}{names[p_labels[p]]}/p{p:04d}_{j}.png")
             labels.append(int(p_labels[p]))
             groups.append(f"p{p:04d}")
     order = np.argsort(ids)
@@ -61,10 +66,10 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
         folds.append({"fold": k, "train": train, "val": val})
 
     def counts(sub):
-        return np.bincount(labels[[index[i] for i in sub]], minlength=5).tolist()
+        return np.bincount(labels[[index[i] for i in sub]], minlength=C).tolist()
 
     splits = {"schema": "fibrobench.splits/1", "level": level, "seed": seed, "test_fraction": 0.2,
-              "n_folds": n_folds, "class_names": CLASS_NAMES,
+              "n_folds": n_folds, "class_names": names,
               # as protocols.splits writes it: at image level every image is its own group
               "images": {i: {"label": int(labels[n]), "group": groups[n] if level != "image" else i}
                          for n, i in enumerate(ids)},
@@ -76,7 +81,7 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
     (root / "splits.json").write_text(json.dumps(splits, indent=1))
 
     protocol = {"name": "fake", "level": level, "n_folds": n_folds, "epochs": 2, "input_size": 64,
-                "batch_size": 8, "lr": 1e-3, "seed": seed, **(protocol_extra or {})}
+                "batch_size": 8, "lr": 1e-3, "seed": seed, **({"task": task} if task else {}), **(protocol_extra or {})}
     run = {"schema": "fibrobench.run/1", "protocol": protocol, "protocol_sha256": _sha(protocol),
            "data": {"root": "/data/fake", "fingerprint": fingerprint, "n_images": len(ids),
                     "has_patient_id": True},
@@ -93,7 +98,7 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
                           "hostname": "fake", "time_utc": "2026-01-01T00:00:00+00:00"}}
     (root / "run.json").write_text(json.dumps(run, indent=1))
 
-    patient_effect = {g: rng.normal(0, 0.8, 5) for g in sorted(set(groups))}
+    patient_effect = {g: rng.normal(0, 0.8, C) for g in sorted(set(groups))}
     pe = np.array([patient_effect[g] for g in groups])
     test_idx = np.array([index[i] for i in test])
     for m in models:
@@ -103,8 +108,8 @@ def make_fake_run(root, models=("resnet50", "resnet50_cbam"), n_patients=60, ima
             d = root / "jobs" / m / f"fold{f['fold']}"
             d.mkdir(parents=True, exist_ok=True)
             v_idx = np.array([index[i] for i in f["val"]])
-            vl = _fake_logits(rng, labels[v_idx], pe[v_idx], q)
-            tl = _fake_logits(rng, labels[test_idx], pe[test_idx], q)
+            vl = _fake_logits(rng, labels[v_idx], pe[v_idx], q, C)
+            tl = _fake_logits(rng, labels[test_idx], pe[test_idx], q, C)
             np.savez(d / "val_logits.npz", ids=np.array(f["val"]), logits=vl, labels=labels[v_idx].astype(np.int64))
             np.savez(d / "test_logits.npz", ids=np.array(test), logits=tl, labels=labels[test_idx].astype(np.int64))
             epochs = 3
