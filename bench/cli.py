@@ -56,10 +56,19 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     logging.getLogger("fibrobench.warning").warning("%s: %s", category.__name__, " ".join(str(message).split()))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line (`fibrobench run: error: argument --seed: ...`), exit 2."""
+
+    def error(self, message: str):
+        from bench.funnel import BAD_INPUT, one_line
+
+        self.exit(BAD_INPUT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bench import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fibrobench",
         description="Benchmark and reproducibility audit suite for medical-image classification claims.",
     )

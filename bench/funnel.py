@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -88,6 +89,32 @@ def invoked(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
         name = getattr(args, subs[0].dest)
         words.append(name)
         parser = subs[0].choices[name]
+
+
+# ---------------------------------------------------------------- argparse value types (a bad value is a usage
+# error: exit 2 with one line, see bench.cli.Parser)
+
+
+def _number(kind, text: str, ok, rule: str):
+    try:
+        v = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    return _number(int, text, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_int(text: str) -> int:
+    return _number(int, text, lambda v: v >= 1, "an integer >= 1")
+
+
+def nonneg_float(text: str) -> float:
+    return _number(float, text, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
 def one_line(text: str) -> str:

@@ -202,8 +202,8 @@ def parse_metric_tol(text) -> dict:
             out[key or "default"] = float(val)
         except ValueError:
             raise BadInput("<command line>", "--metric-tol", f"not a number: {part!r}") from None
-        if out[key or "default"] < 0:
-            raise BadInput("<command line>", "--metric-tol", f"must be >= 0: {part!r}")
+        if not math.isfinite(out[key or "default"]) or out[key or "default"] < 0:
+            raise BadInput("<command line>", "--metric-tol", f"must be a finite number >= 0: {part!r}")
     return out
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.funnel import nonneg_float
 from protocols.errors import BadInput
 
 NAME = "gate"
@@ -27,12 +28,12 @@ def add_arguments(p) -> None:
     p.add_argument("--metric-tol", default=str(DEFAULTS["metric_tol"]),
                    help="absolute metric tolerance: 0.01, or per metric 'accuracy=0.005,macro_f1=0.02' "
                         f"(default {DEFAULTS['metric_tol']})")
-    p.add_argument("--ci-scale", type=float, default=DEFAULTS["ci_scale"],
+    p.add_argument("--ci-scale", type=nonneg_float, default=DEFAULTS["ci_scale"],
                    help="multiple of the baseline CI's lower arm that a drop may reach (default 1.0; 0 = abs tol only)")
     p.add_argument("--metrics", help="comma-separated metrics to gate (default: every metric of known direction)")
-    p.add_argument("--latency-tol", type=float, default=DEFAULTS["latency_tol"], metavar="PCT",
+    p.add_argument("--latency-tol", type=nonneg_float, default=DEFAULTS["latency_tol"], metavar="PCT",
                    help=f"allowed latency rise / throughput fall in percent (default {DEFAULTS['latency_tol']:g})")
-    p.add_argument("--memory-tol", type=float, default=DEFAULTS["memory_tol"], metavar="PCT",
+    p.add_argument("--memory-tol", type=nonneg_float, default=DEFAULTS["memory_tol"], metavar="PCT",
                    help=f"allowed peak-memory rise in percent (default {DEFAULTS['memory_tol']:g})")
     p.add_argument("--allow-different", action="store_true",
                    help="compare even if the data fingerprint or protocol sha256 differ (reported as warnings)")

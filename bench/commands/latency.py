@@ -191,12 +191,10 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":  # `python -m bench.commands.latency ...`: this command alone, without the other commands' imports
-    import argparse
-
-    from bench.cli import configure_logging, run_command
+    from bench.cli import Parser, configure_logging, run_command
 
     configure_logging()
-    _p = argparse.ArgumentParser(prog="fibrobench latency", description=DESCRIPTION)
+    _p = Parser(prog="fibrobench latency", description=DESCRIPTION)
     add_arguments(_p)
     _a = _p.parse_args()
     _a.argv, _a.command, _a._main = ["latency", *sys.argv[1:]], NAME, main
