@@ -1,7 +1,9 @@
 """Where fold jobs run: in this process, one worker process per visible GPU, or a Slurm array (submitit).
 
-Every executor gets (run_dir, [(model, fold), ...]) and calls bench.runner.run_job; the run directory is the
-only shared state, so a failed or killed executor is recovered by running the same command again.
+Every executor gets the job function, the run directory and [(model, fold), ...], and calls
+`job(run_dir, model, fold, device, progress) -> dict` once per pair (bench.runner passes its run_job; like
+submitit's map_array, the function must be a module-level, picklable callable). The run directory is the only
+shared state, so a failed or killed executor is recovered by running the same command again.
 """
 from __future__ import annotations
 
@@ -10,14 +12,10 @@ import multiprocessing as mp
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+JobFn = Callable[[str, str, int, str, bool], dict]
 log = logging.getLogger("fibrobench.run")
-
-
-def job_entry(run_dir: str, model: str, fold: int, device: str = "auto", progress: bool = False) -> dict:
-    """Module-level (picklable) entry point for worker processes and Slurm tasks."""
-    from bench.runner import run_job
-    return run_job(run_dir, model, fold, device=device, progress=progress)
 
 
 class LocalExecutor:
@@ -32,40 +30,44 @@ class LocalExecutor:
         import torch
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
-    def run(self, run_dir, jobs) -> list[dict]:
+    def run(self, job: JobFn, run_dir, jobs) -> list[dict]:
         n_gpu = self._gpus()
         n = min(self.workers or n_gpu or 1, max(n_gpu, 1), len(jobs))
         if n <= 1:
             out = []
             for i, (m, k) in enumerate(jobs, 1):
                 log.info("job %d/%d: %s fold %d", i, len(jobs), m, k)
-                out.append(job_entry(str(run_dir), m, k, self.device, self.progress))
+                out.append(job(str(run_dir), m, k, self.device, self.progress))
             return out
-        return _gpu_pool(str(run_dir), jobs, n)
+        return process_pool(job, str(run_dir), jobs, [f"cuda:{g}" for g in range(n)])
 
 
-def _gpu_worker(run_dir, gpu, tasks, results):
-    import torch
-    torch.cuda.set_device(gpu)
+def _worker(job, run_dir, device, tasks, results):
+    """Run (i, (model, fold)) items from `tasks` on `device` until a None arrives; results or tracebacks back."""
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.set_device(torch.device(device))
     while True:
         item = tasks.get()
         if item is None:
             return
         i, (m, k) = item
         try:
-            results.put((i, job_entry(run_dir, m, k, f"cuda:{gpu}", False), None))
+            results.put((i, job(run_dir, m, k, device, False), None))
         except BaseException:  # noqa: BLE001 - reported to the parent, which fails the run
             results.put((i, None, traceback.format_exc()))
 
 
-def _gpu_pool(run_dir: str, jobs, n: int) -> list[dict]:
+def process_pool(job: JobFn, run_dir: str, jobs, devices: list[str]) -> list[dict]:
+    """One spawned worker process per entry of `devices` (one per GPU: 'cuda:0', 'cuda:1', ...), pulling jobs from
+    one queue; results in the order of `jobs`. Any failed job fails the pool, after every job has run."""
     ctx = mp.get_context("spawn")           # CUDA needs spawn
     tasks, results = ctx.Queue(), ctx.Queue()
-    for i, job in enumerate(jobs):
-        tasks.put((i, job))
-    for _ in range(n):
+    for i, pair in enumerate(jobs):
+        tasks.put((i, pair))
+    for _ in devices:
         tasks.put(None)
-    procs = [ctx.Process(target=_gpu_worker, args=(run_dir, g, tasks, results), daemon=False) for g in range(n)]
+    procs = [ctx.Process(target=_worker, args=(job, run_dir, d, tasks, results), daemon=False) for d in devices]
     for pr in procs:
         pr.start()
     out, errors = [None] * len(jobs), []
@@ -102,12 +104,12 @@ class SlurmExecutor:
         ex.update_parameters(**self.params)
         return ex
 
-    def run(self, run_dir, jobs) -> list[dict]:
+    def run(self, job: JobFn, run_dir, jobs) -> list[dict]:
         if not jobs:
             return []
         ex = self._make()
         args = list(zip(*[(str(run_dir), m, k, self.device, False) for m, k in jobs]))
-        submitted = ex.map_array(job_entry, *args)
+        submitted = ex.map_array(job, *args)
         log.info("submitted %d job(s): %s%s", len(submitted), ", ".join(str(j.job_id) for j in submitted[:5]),
                  " ..." if len(submitted) > 5 else "")
         out, errors = [], []

@@ -22,8 +22,8 @@ JSON schema "fibrobench.latency/1" (written by `fibrobench latency --json` and R
                   "tf32": {"cudnn_allow_tf32", "matmul_allow_tf32", "float32_matmul_precision"}},
      ("fp32" means torch's defaults: on CUDA convolutions may use TF32, matmuls do not; see "tf32")
      "models": {name: {
-        "params": int, "params_trainable": int, "flops": int|null (per image, forward),
-        "facts_source": "models.model_facts"|"counted", "input_size": int,
+        "params": int, "params_trainable": int, "flops": int (per image, forward, FlopCounterMode),
+        "facts_source": "models.facts" (counted on the timed module), "input_size": int,
         "fp32"|"bf16": {
             "batch_size", "p50_ms", "p90_ms", "p99_ms": headline latency at the smallest batch (1),
             "images_per_s", "throughput_batch": best throughput over the measured batches and max batch,
@@ -152,18 +152,6 @@ def find_max_batch(probe: Callable[[int], object], start: int = 64, cap: int = 1
 
 
 # ---------------------------------------------------------------- device helpers
-
-def resolve_device(spec: str = "auto"):
-    """'auto' -> cuda when available else cpu; 'cuda' without CUDA is bad input for the caller."""
-    import torch
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA requested but torch.cuda.is_available() is False")
-    if spec not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {spec!r} (auto, cpu, cuda)")
-    return torch.device(spec)
-
 
 def synchronize(device) -> None:
     import torch
@@ -372,32 +360,19 @@ def default_factory(name: str, input_size: int, num_classes: int = 5):
     return models.create_model(name, num_classes=num_classes, pretrained=None, input_size=input_size)
 
 
-def model_facts(name: str, model, input_size: int, num_classes: int = 5) -> dict:
-    """Params and FLOPs (with a `num_classes` head) from models.model_facts; counted from the module when the
-    registry lacks it."""
+def model_facts(model, input_size: int) -> dict:
+    """Params and forward FLOPs (batch 1) of the very module that is timed, counted by models.facts."""
+    import torch
+
+    from models.facts import count_flops, count_params
+    total, trainable = count_params(model)
+    was_training = model.training
+    model.eval()
     try:
-        import models
-        facts = models.model_facts(name, input_size, num_classes=num_classes)
-        return {"params": int(facts["params_total"]), "params_trainable": int(facts["params_trainable"]),
-                "flops": None if facts.get("flops") is None else int(facts["flops"]),
-                "facts_source": "models.model_facts"}
-    except (ImportError, AttributeError, KeyError, ValueError):
-        pass
-    flops = None
-    try:
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
-        was_training = model.training
-        model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            model(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
-        flops = int(fc.get_total_flops())
+        flops = count_flops(model, torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
+    finally:
         model.train(was_training)
-    except Exception:  # noqa: BLE001 - FLOPs are a nicety in the fallback
-        flops = None
-    return {"params": sum(p.numel() for p in model.parameters()),
-            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "flops": flops, "facts_source": "counted"}
+    return {"params": total, "params_trainable": trainable, "flops": flops, "facts_source": "models.facts"}
 
 
 def measure_model(name: str, cfg: LatencyConfig, device, factory=default_factory,
@@ -414,7 +389,7 @@ def measure_model(name: str, cfg: LatencyConfig, device, factory=default_factory
         return m
 
     first = build()
-    res: dict = {"input_size": cfg.input_size, **model_facts(name, first, cfg.input_size, cfg.num_classes), "train": {}}
+    res: dict = {"input_size": cfg.input_size, **model_facts(first, cfg.input_size), "train": {}}
     del first
     for prec in cfg.precisions:
         model = build()
@@ -496,6 +471,7 @@ def run_latency(names: list[str], cfg: LatencyConfig, device="auto", factory=def
     `on_model(partial_result)` is called after each model (used to write partial JSON)."""
     from bench.provenance import collect
     if isinstance(device, str):
+        from protocols.device import resolve_device
         device = resolve_device(device)
     prov = collect(command, device=str(device))
     out = {"schema": SCHEMA, "device": device_block(prov, device), "packages": prov["packages"],

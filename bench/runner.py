@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import provenance
+from bench.executors import make_executor
 from protocols.atomic import write_json
 from protocols.config import Protocol, apply_overrides, from_dict, load_protocol, protocol_sha256
 from protocols.errors import BadInput
+from protocols.runfiles import class_names, job_dir, read_done, read_json
 from protocols.splits import check_matches_manifest, make_splits, partition_of, read_splits, write_splits
 
 SCHEMA = "fibrobench.run/1"
@@ -83,9 +84,10 @@ def load_data(source: str, size: int, cache_dir=None, progress=False, task=None)
 
 
 def build_model(p: Protocol, name: str):
-    """The registry model for this protocol (pretrained per protocol, activation swapped if asked)."""
+    """The registry model for this protocol: one output per class of its task, pretrained per protocol,
+    activation swapped if asked."""
     from models import create_model
-    from protocols.trainer import set_activation
+    from models.activations import set_activation
 
     m = create_model(name, num_classes=len(p.task.classes), pretrained=p.pretrained, input_size=p.data.input_size,
                      allow_random_init=p.allow_random_init)
@@ -112,7 +114,7 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     path = run_dir / "leakage.json"
     audit = None
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_json(path)
         if old.get("split", {}).get("sha256") == splits["sha256"]:
             audit = old
     if audit is None:
@@ -148,18 +150,9 @@ def _make_dir(run_dir: Path) -> None:
         raise BadInput(run_dir, "--out", f"cannot create the run directory: {exc.strerror or exc}") from None
 
 
-def _check_device(spec: str) -> None:
-    """--device names a device this machine has (checked before anything is written)."""
-    from protocols.trainer import resolve_device
-
-    try:
-        resolve_device(spec)
-    except (ValueError, RuntimeError) as exc:
-        raise BadInput("<command line>", "--device", str(exc).splitlines()[0]) from None
-
-
-def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict] | None:
-    """Create/verify RUN_DIR: splits.json, leakage.json, run.json (status running). None if the gate fails."""
+def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]:
+    """Create/verify RUN_DIR: splits.json, leakage.json, run.json: status "running", or "failed" when the
+    leakage gate stops the run (then nothing is trained)."""
     from protocols.data import data_fingerprint
 
     overrides = overrides_of(opts)
@@ -177,10 +170,7 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     p = dataclasses.replace(p, task=df.attrs["task"])   # the resolved protocol always names its classes
     sha = protocol_sha256(p)
     run_path = run_dir / "run.json"
-    try:
-        previous = json.loads(run_path.read_text(encoding="utf-8")) if run_path.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(run_path, None, f"not valid JSON ({exc}); use a new --out") from None
+    previous = read_json(run_path, required=False)
     if previous and previous.get("protocol_sha256") != sha:
         raise BadInput(run_path, "protocol_sha256", "this run dir was made with a different protocol "
                        "(or different --models/--epochs/--deterministic, or another task); use a new --out")
@@ -192,6 +182,9 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if splits_path.exists():
         splits = read_splits(splits_path)
         check_matches_manifest(splits, df, splits_path)
+        if class_names(splits, splits_path) != list(p.task.classes):
+            raise BadInput(splits_path, "class_names", f"{class_names(splits, splits_path)} differ from the task's "
+                           f"{list(p.task.classes)}; use a new --out")
         want = {"level": p.split.level, "seed": p.split.seed, "test_fraction": p.split.test_fraction,
                 "n_folds": p.split.n_folds}
         if {k: splits[k] for k in want} != want:
@@ -238,8 +231,6 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if not _leakage_gate(run_dir, df, splits, p):
         run["status"] = "failed"
         run["failure"] = "leakage gate"
-        write_json(run_path, run)
-        return None
     write_json(run_path, run)
     return run_dir, p, run
 
@@ -251,7 +242,7 @@ def read_run(run_dir) -> tuple[dict, Protocol]:
     run_path = Path(run_dir) / "run.json"
     if not run_path.exists():
         raise BadInput(run_path, None, "not a run directory (no run.json)")
-    run = json.loads(run_path.read_text())
+    run = read_json(run_path)
     p = from_dict(run["protocol"], source=str(run_path))
     if protocol_sha256(p) != run["protocol_sha256"]:
         raise BadInput(run_path, "protocol_sha256", "does not match the recorded protocol")
@@ -263,9 +254,10 @@ def run_job(run_dir, model: str, fold: int, device: str = "auto", progress: bool
     from protocols.trainer import seed_job, train_fold
 
     run_dir = Path(run_dir)
-    job_dir = run_dir / "jobs" / model / f"fold{fold}"
-    if (job_dir / "DONE").exists():
-        return json.loads((job_dir / "DONE").read_text())
+    job = job_dir(run_dir, model, fold)
+    done = read_done(job)
+    if done is not None:
+        return done
     run, p = read_run(run_dir)
     splits = read_splits(run_dir / "splits.json")
     if splits["sha256"] != run["splits_sha256"]:
@@ -273,8 +265,10 @@ def run_job(run_dir, model: str, fold: int, device: str = "auto", progress: bool
     df, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"), task=p.task)
     seed = fold_seed(p, fold)
     seed_job(seed)
+    if class_names(splits, run_dir / "splits.json") != list(p.task.classes):
+        raise BadInput(run_dir / "splits.json", "class_names", f"differ from run.json's task {list(p.task.classes)}")
     model_obj, swapped = build_model(p, model)
-    return train_fold(job_dir, p, model_obj, images, df["label"].to_numpy(), df["image_id"].tolist(),
+    return train_fold(job, p, model_obj, images, df["label"].to_numpy(), df["image_id"].tolist(),
                       partition_of(splits, fold), seed=seed, device=device, progress=progress,
                       extra_done={"model": model, "fold": fold, "activation_swaps": swapped,
                                   "weights_random_init": bool(model_obj.fibro_weights.get("random_init"))})
@@ -289,12 +283,12 @@ def jobs_of(run: dict) -> list[tuple[str, int]]:
 
 def finish(run_dir) -> dict:
     """Ensemble every model whose jobs are DONE; mark run.json complete (or failed if jobs are missing)."""
-    from protocols.ensemble import ensemble_model
+    from protocols.runfiles import ensemble_model
 
     run_dir = Path(run_dir)
     run, _ = read_run(run_dir)
     splits = read_splits(run_dir / "splits.json")
-    missing = [f"{m}/fold{k}" for m, k in jobs_of(run) if not (run_dir / "jobs" / m / f"fold{k}" / "DONE").exists()]
+    missing = [f"{m}/fold{k}" for m, k in jobs_of(run) if read_done(job_dir(run_dir, m, k)) is None]
     summary = {}
     if not missing:
         for m in run["protocol"]["models"]:
@@ -308,25 +302,23 @@ def finish(run_dir) -> dict:
     return run
 
 
-def run(protocol_path, opts: RunOptions, executor=None) -> tuple[int, Path | None]:
+def run(protocol_path, opts: RunOptions, executor=None) -> tuple[int, Path]:
     """The whole run; returns (exit code, run dir). `executor`: a bench.executors executor (default from opts)."""
-    from bench.executors import make_executor
-
     protocol = load_protocol(protocol_path) if not isinstance(protocol_path, Protocol) else protocol_path
-    if opts.executor == "local":     # Slurm jobs resolve the device on their own node
-        _check_device(opts.device)
-    prepared = prepare(protocol, opts)
-    if prepared is None:
-        return 1, Path(opts.out) if opts.out else None
-    run_dir, p, run_doc = prepared
+    if opts.executor == "local":     # fail before writing anything (Slurm jobs resolve it on their own node)
+        from protocols.device import resolve_device
+        resolve_device(opts.device)
+    run_dir, p, run_doc = prepare(protocol, opts)
+    if run_doc["status"] == "failed":
+        return 1, run_dir
     jobs = jobs_of(run_doc)
     _log(f"{run_dir}: {len(jobs)} job(s) ({', '.join(p.models)} x folds {run_doc['options']['folds']})")
     ex = executor or make_executor(opts.executor, run_dir, device=opts.device, workers=opts.workers,
                                    progress=opts.progress, slurm=opts.slurm)
     try:
-        ex.run(run_dir, jobs)
+        ex.run(run_job, run_dir, jobs)
     except BaseException:
-        doc = json.loads((run_dir / "run.json").read_text())
+        doc = read_json(run_dir / "run.json")
         doc["status"] = "failed"
         doc["failure"] = "a job raised; re-run the same command to resume"
         write_json(run_dir / "run.json", doc)

@@ -1,7 +1,6 @@
 """Holdout + k-fold splits at image, patient or cluster level, written once per run as splits.json (sha-checked)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 
 from protocols.atomic import sha256_of, write_json
 from protocols.errors import BadInput
+from protocols.runfiles import read_json
 
 SCHEMA = "fibrobench.splits/1"
 LEVELS = ("image", "patient", "cluster")
@@ -157,14 +157,7 @@ def verify(splits: dict, path="splits.json") -> dict:
 
 def read_splits(path) -> dict:
     """Load splits.json and verify its sha256."""
-    path = Path(path)
-    try:
-        splits = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(path, None, "splits file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(path, None, f"not valid JSON: {exc}") from None
-    return verify(splits, path)
+    return verify(read_json(path), path)
 
 
 def write_splits(run_dir, splits: dict) -> Path:

@@ -34,10 +34,10 @@ from PIL import Image
 
 from protocols.atomic import write_json, write_text
 from protocols.errors import BadInput
+from protocols.runfiles import LEGACY_CLASS_NAMES as CLASS_NAMES  # the synthetic data are METAVIR stages
 from protocols.synth_render import SITES, make_patient, render_frame
 
 SYNTH_VERSION = "1"
-CLASS_NAMES = ("F0", "F1", "F2", "F3", "F4")
 PAPER_IMAGE_COUNTS = (2114, 861, 793, 857, 1698)   # the public dataset's images per stage (6,323 in all)
 PREVALENCE = tuple(c / sum(PAPER_IMAGE_COUNTS) for c in PAPER_IMAGE_COUNTS)
 DEFAULT_PATIENTS = 900        # x mean 7 frames ~ 6,300 frames, the public dataset's size

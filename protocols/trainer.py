@@ -6,7 +6,7 @@ import io
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,8 +18,9 @@ from torch import nn
 from models.safe_load import load_weights_only
 from protocols.atomic import write_bytes, write_json, write_text
 from protocols.config import Protocol
+from protocols.device import resolve_device
 from protocols.errors import BadInput
-from protocols.logits import write_logits
+from protocols.runfiles import DONE, LOGITS, read_done, write_logits
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
 RESUME = "resume.pt"
@@ -38,36 +39,6 @@ def loss_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if name in ("CrossEntropyLoss", "SparseCategoricalCrossentropy"):
         return lambda logits, y: F.cross_entropy(logits.float(), y)
     raise ValueError(f"unknown loss {name!r}")
-
-
-def set_activation(model: nn.Module, name: str) -> int:
-    """Replace every nn.ReLU module with the named activation; returns how many were replaced.
-
-    The registry builds models with ReLU. For GELU we swap nn.ReLU *modules* after creation (including the
-    ReLU inside CBAM's channel MLP); functional relu calls inside a model's forward are not reachable this way,
-    so the count is recorded in DONE for the reader to judge.
-    """
-    if name == "ReLU":
-        return 0
-    if name != "GELU":
-        raise ValueError(f"unsupported activation {name!r} (ReLU or GELU)")
-    n = 0
-    for parent in model.modules():
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, nn.ReLU):
-                setattr(parent, child_name, nn.GELU())
-                n += 1
-    if n == 0:
-        raise ValueError(f"{type(model).__name__} has no nn.ReLU modules to swap for GELU")
-    return n
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    if spec in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available")
-    return torch.device(spec)
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:
@@ -177,7 +148,139 @@ def _better(keep: str, h: dict, best: float | None) -> bool:
     return best is None or h["val_acc"] > best        # best_val_acc: ties keep the earlier epoch
 
 
-# ---------------------------------------------------------------- the job
+# ---------------------------------------------------------------- the job, piece by piece
+
+
+@dataclass
+class FitState:
+    """Where a job stands after an epoch: history and the selected weights so far (all of it goes into resume.pt)."""
+    history: list[dict] = field(default_factory=list)
+    best_metric: float | None = None
+    best_state: dict | None = None
+    best_epoch: int | None = None
+    sel_val_logits: torch.Tensor | None = None   # val logits of the selected weights, kept from that epoch's validation
+
+    @property
+    def next_epoch(self) -> int:
+        return len(self.history) + 1
+
+
+@dataclass
+class Fit:
+    """What one job trains with: the model on its device, its optimiser, scheduler, loss, batcher and the private
+    generator that draws the shuffling order and flips."""
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    crit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    batcher: Batcher
+    gen: torch.Generator
+
+    @property
+    def device(self) -> torch.device:
+        return self.batcher.rt.device
+
+
+def save_resume(path: Path, fit: Fit, epoch: int, st: FitState) -> None:
+    """Everything needed to continue after `epoch` exactly as if the process had not stopped."""
+    dev = fit.device
+    _save_torch(path, {
+        "model": _cpu_state(fit.model), "optimizer": fit.opt.state_dict(), "scheduler": fit.sched.state_dict(),
+        "gen_state": fit.gen.get_state(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+        "epoch": epoch, "history": st.history,
+        "best_metric": st.best_metric, "best_state": st.best_state, "best_epoch": st.best_epoch,
+        "sel_val_logits": st.sel_val_logits})
+
+
+def load_resume(path: Path, fit: Fit) -> FitState:
+    """Restore model, optimiser, scheduler and RNG streams from resume.pt; a fresh FitState when there is none."""
+    if not path.exists():
+        return FitState()
+    ck = load_weights_only(path, "resume", "resume checkpoint", RESTART_HINT)
+    try:
+        fit.model.load_state_dict(ck["model"])
+        fit.opt.load_state_dict(ck["optimizer"])
+        fit.sched.load_state_dict(ck["scheduler"])
+        fit.gen.set_state(ck["gen_state"])
+        torch.set_rng_state(ck["torch_rng"])
+        if fit.device.type == "cuda" and ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"], fit.device)
+        if len(ck["history"]) != ck["epoch"]:
+            raise ValueError(f"{len(ck['history'])} history rows for epoch {ck['epoch']}")
+        return FitState(ck["history"], ck["best_metric"], ck["best_state"], ck["best_epoch"], ck["sel_val_logits"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise BadInput(path, "resume", f"not a resume checkpoint of this job ({type(exc).__name__}: {detail}); "
+                                       f"{RESTART_HINT}") from None
+
+
+class EpochLog:
+    """Progress of one job on stderr: a tqdm bar per epoch and one line per epoch, only when asked and on a tty."""
+
+    def __init__(self, progress: bool, epochs: int):
+        self.show, self.epochs = progress and sys.stderr.isatty(), epochs
+
+    def bar(self, batches, epoch: int):
+        from tqdm import tqdm
+        return tqdm(batches, disable=not self.show, leave=False, desc=f"epoch {epoch}/{self.epochs}",
+                    unit="batch", file=sys.stderr)
+
+    def batch(self, bar, loss: torch.Tensor, n_seen: int, t0: float) -> None:
+        if self.show:
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{n_seen / max(time.perf_counter() - t0, 1e-9):.0f}")
+
+    def epoch(self, h: dict) -> None:
+        if self.show:
+            print(f"epoch {h['epoch']}/{self.epochs} loss {h['train_loss']:.4f} val_loss {h['val_loss']:.4f} "
+                  f"val_acc {h['val_acc']:.3f} {h['images_per_s']:.0f} img/s", file=sys.stderr)
+
+
+def train_epoch(fit: Fit, order: torch.Tensor, flips: torch.Tensor, y_dev: torch.Tensor, batch_size: int,
+                n_used: int, log: EpochLog, epoch: int, t0: float) -> tuple[float, float]:
+    """One pass over the first n_used images of `order` in batches: (summed loss, number correct)."""
+    model, rt = fit.model, fit.batcher.rt
+    model.train()
+    loss_sum = torch.zeros((), device=rt.device)
+    correct = torch.zeros((), device=rt.device, dtype=torch.long)
+    bar = log.bar(range(0, n_used, batch_size), epoch)
+    for i in bar:
+        j = min(i + batch_size, n_used)
+        idx = order[i:j]
+        x = fit.batcher.batch(idx, flips[i:j])
+        y = y_dev[idx.to(rt.device)]
+        with rt.autocast():
+            out = model(x)
+        loss = fit.crit(out, y)
+        fit.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        fit.opt.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (out.detach().argmax(1) == y).sum()
+        log.batch(bar, loss, i + len(idx), t0)
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize(rt.device)        # count queued kernels in this epoch's time, not the next one's
+    return float(loss_sum), float(correct)
+
+
+def update_selection(keep: str, st: FitState, h: dict, model: nn.Module, val_logits: torch.Tensor) -> None:
+    """keep=last: the latest epoch; best_val_loss / best_val_acc: the best so far (ties keep the earlier epoch)."""
+    if keep == "last":
+        st.sel_val_logits = val_logits
+    elif _better(keep, h, st.best_metric):
+        st.best_metric = h["val_loss"] if keep == "best_val_loss" else h["val_acc"]
+        st.best_state, st.best_epoch, st.sel_val_logits = _cpu_state(model), h["epoch"], val_logits
+
+
+def write_outputs(job_dir: Path, model: nn.Module, st: FitState, keep: str, epochs: int, seed: int,
+                  test_logits: torch.Tensor, partition: dict, y_val: torch.Tensor, y_test: torch.Tensor) -> int:
+    """val/test logits of the selected weights and checkpoint.pt; returns the selected epoch."""
+    selected = epochs if keep == "last" else st.best_epoch
+    write_logits(job_dir / LOGITS["val"], partition["val"], st.sel_val_logits.numpy(), y_val.numpy())
+    write_logits(job_dir / LOGITS["test"], partition["test"], test_logits.numpy(), y_test.numpy())
+    _save_torch(job_dir / "checkpoint.pt", {"model": _cpu_state(model), "selected_epoch": selected,
+                                            "keep": keep, "seed": seed})
+    return selected
 
 
 def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tensor, labels, ids, partition: dict,
@@ -190,10 +293,9 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
     torch.manual_seed(seed) (see seed_job) so initialisation is reproducible too.
     """
     job_dir = Path(job_dir)
-    done_path = job_dir / "DONE"
-    if done_path.exists():
-        import json
-        return json.loads(done_path.read_text())
+    done = read_done(job_dir)
+    if done is not None:
+        return done
     t = protocol.train
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     rt = Runtime.from_protocol(protocol, dev)
@@ -209,114 +311,53 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(protocol, model.parameters())
-    sched = make_scheduler(protocol, opt)
-    crit = loss_fn(t.loss)
-    gen = torch.Generator().manual_seed(seed)           # shuffling + flips: a private, checkpointed stream
-    history: list[dict] = []
-    best_metric, best_state, best_epoch = None, None, None
-    sel_val_logits = None     # val logits of the selected weights (computed once, at that epoch's validation)
-    start_epoch = 1
-
+    fit = Fit(model, opt, make_scheduler(protocol, opt), loss_fn(t.loss), batcher,
+              torch.Generator().manual_seed(seed))      # shuffling + flips: a private, checkpointed stream
     resume_path = job_dir / RESUME
-    if resume_path.exists():
-        ck = load_weights_only(resume_path, "resume", "resume checkpoint", RESTART_HINT)
-        try:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            gen.set_state(ck["gen_state"])
-            torch.set_rng_state(ck["torch_rng"])
-            if dev.type == "cuda" and ck.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(ck["cuda_rng"], dev)
-            history, start_epoch = ck["history"], ck["epoch"] + 1
-            best_metric, best_state, best_epoch = ck["best_metric"], ck["best_state"], ck["best_epoch"]
-            sel_val_logits = ck["sel_val_logits"]
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-            raise BadInput(resume_path, "resume", f"not a resume checkpoint of this job ({type(exc).__name__}: "
-                                                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); {RESTART_HINT}") from None
+    st = load_resume(resume_path, fit)
 
     n_train = len(rows["train"])
     # a trailing batch of one image cannot go through BatchNorm where the feature map is 1x1 (small inputs);
     # it is left out of that epoch (the order is reshuffled every epoch, so no image is left out for good)
     n_used = n_train - 1 if n_train > 1 and n_train % t.batch_size == 1 else n_train
-    show = progress and sys.stderr.isatty()
-    from tqdm import tqdm
+    log = EpochLog(progress, t.epochs)
     t_job = time.perf_counter()
-    for epoch in range(start_epoch, t.epochs + 1):
-        model.train()
+    for epoch in range(st.next_epoch, t.epochs + 1):
         t0 = time.perf_counter()
-        order = rows["train"][torch.randperm(n_train, generator=gen)]
-        flips = torch.rand(n_train, generator=gen) < t.augment.flip_p
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
-        bar = tqdm(range(0, n_used, t.batch_size), disable=not show, leave=False,
-                   desc=f"epoch {epoch}/{t.epochs}", unit="batch", file=sys.stderr)
-        for i in bar:
-            j = min(i + t.batch_size, n_used)
-            idx = order[i:j]
-            x = batcher.batch(idx, flips[i:j])
-            y = y_dev[idx.to(dev)]
-            with rt.autocast():
-                out = model(x)
-            loss = crit(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (out.detach().argmax(1) == y).sum()
-            if show:
-                el = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{(i + len(idx)) / max(el, 1e-9):.0f}")
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)        # count queued kernels in this epoch's time, not the next one's
+        order = rows["train"][torch.randperm(n_train, generator=fit.gen)]
+        flips = torch.rand(n_train, generator=fit.gen) < t.augment.flip_p
+        loss_sum, correct = train_epoch(fit, order, flips, y_dev, t.batch_size, n_used, log, epoch, t0)
         train_s = time.perf_counter() - t0
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
+        lr = fit.opt.param_groups[0]["lr"]
+        fit.sched.step()
         val_logits = predict(model, batcher, rows["val"], t.eval_batch_size)
         y_val = y_all[rows["val"]]
-        h = {"epoch": epoch, "train_loss": float(loss_sum) / n_used, "train_acc": float(correct) / n_used,
+        h = {"epoch": epoch, "train_loss": loss_sum / n_used, "train_acc": correct / n_used,
              "val_loss": float(F.cross_entropy(val_logits, y_val)),
              "val_acc": float((val_logits.argmax(1) == y_val).float().mean()), "lr": float(lr),
              "seconds": time.perf_counter() - t0, "images_per_s": n_used / train_s}
-        history.append(h)
-        if t.keep == "last":
-            sel_val_logits = val_logits
-        elif _better(t.keep, h, best_metric):
-            best_metric = h["val_loss"] if t.keep == "best_val_loss" else h["val_acc"]
-            best_state, best_epoch, sel_val_logits = _cpu_state(model), epoch, val_logits
-        _save_torch(resume_path, {
-            "model": _cpu_state(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "gen_state": gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-            "epoch": epoch, "history": history,
-            "best_metric": best_metric, "best_state": best_state, "best_epoch": best_epoch,
-            "sel_val_logits": sel_val_logits})
-        write_text(job_dir / "history.csv", _history_csv(history))
-        if show:
-            print(f"epoch {epoch}/{t.epochs} loss {h['train_loss']:.4f} val_loss {h['val_loss']:.4f} "
-                  f"val_acc {h['val_acc']:.3f} {h['images_per_s']:.0f} img/s", file=sys.stderr)
+        st.history.append(h)
+        update_selection(t.keep, st, h, model, val_logits)
+        save_resume(resume_path, fit, epoch, st)
+        write_text(job_dir / "history.csv", _history_csv(st.history))
+        log.epoch(h)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
-    if t.keep == "last":
-        selected = t.epochs
-    else:
-        model.load_state_dict(best_state)
-        selected = best_epoch
+    if t.keep != "last":
+        model.load_state_dict(st.best_state)
     test_logits = predict(model, batcher, rows["test"], t.eval_batch_size)
-    write_logits(job_dir / "val_logits.npz", partition["val"], sel_val_logits.numpy(), y_all[rows["val"]].numpy())
-    write_logits(job_dir / "test_logits.npz", partition["test"], test_logits.numpy(), y_all[rows["test"]].numpy())
-    _save_torch(job_dir / "checkpoint.pt", {"model": _cpu_state(model), "selected_epoch": selected,
-                                            "keep": t.keep, "seed": seed})
-    ips = [h["images_per_s"] for h in history]
-    done = {"seconds": sum(h["seconds"] for h in history), "wall_seconds_this_process": time.perf_counter() - t_job,
+    selected = write_outputs(job_dir, model, st, t.keep, t.epochs, seed, test_logits, partition,
+                             y_all[rows["val"]], y_all[rows["test"]])
+    ips = [h["images_per_s"] for h in st.history]
+    done = {"seconds": sum(h["seconds"] for h in st.history), "wall_seconds_this_process": time.perf_counter() - t_job,
             "images_per_s": float(np.median(ips[1:] if len(ips) > 1 else ips)),
             "epochs": t.epochs, "selected_epoch": selected, "keep": t.keep, "seed": seed, "device": str(dev),
             "amp": str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else None,
             "channels_last": rt.channels_last, "deterministic": t.deterministic,
             "n_train": n_train, "n_train_per_epoch": n_used, "n_val": len(rows["val"]), "n_test": len(rows["test"]),
             **(extra_done or {})}
-    write_json(done_path, done)
+    write_json(job_dir / DONE, done)
     resume_path.unlink(missing_ok=True)
     return done
 

@@ -1,51 +1,33 @@
-"""Read a RUN_DIR (run.json, splits.json, leakage.json, latency.json, fold logits, ensemble, OOF) without torch."""
+"""A RUN_DIR as a report sees it (run.json, splits, leakage, latency, folds, ensemble, OOF, clusters), without torch.
+
+Every file is read through protocols.runfiles, the run directory's one torch-free layer (the same checks, the same
+leak-checked ensemble as training); this module adds what only the report needs: float64 arrays with
+probabilities, training histories and the image clusters the statistics resample.
+"""
 from __future__ import annotations
 
 import csv
-import json
-import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from protocols import runfiles
 from reports.errors import ReportInputError
 from reports.metrics import softmax
 
-DEFAULT_CLASSES = ["F0", "F1", "F2", "F3", "F4"]
 
-
-def read_json(path: Path, required: bool = True):
-    path = Path(path)
-    if not path.exists():
-        if required:
-            raise ReportInputError(path, None, "file not found")
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReportInputError(path, None, f"not valid JSON ({exc})") from None
+def _for_report(d: dict, path: str) -> dict:
+    """A logits dict as the statistics use it: float64 logits, int64 labels, probs (stored, else softmax), path."""
+    logits = np.asarray(d["logits"], dtype=np.float64)
+    probs = np.asarray(d["probs"], dtype=np.float64) if "probs" in d else softmax(logits)
+    return {"ids": d["ids"].astype(str), "logits": logits, "labels": np.asarray(d["labels"], dtype=np.int64),
+            "probs": probs, "path": path}
 
 
 def read_logits(path: Path) -> dict:
-    """A logits .npz: ids (str), logits float [N, C], labels int [N], optional probs."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:   # truncated/not a zip: BadZipFile
-        raise ReportInputError(path, None, f"unreadable .npz ({exc})") from None
-    for key in ("ids", "logits", "labels"):
-        if key not in data:
-            raise ReportInputError(path, key, "missing array")
-    logits = np.asarray(data["logits"], dtype=np.float64)
-    if logits.ndim != 2 or len(logits) != len(data["ids"]) or len(data["labels"]) != len(logits):
-        raise ReportInputError(path, "logits", f"shape {logits.shape} does not match ids/labels")
-    if not np.isfinite(logits).all():
-        raise ReportInputError(path, "logits", "contains NaN or inf")
-    probs = np.asarray(data["probs"], dtype=np.float64) if "probs" in data else softmax(logits)
-    return {"ids": data["ids"].astype(str), "logits": logits, "labels": data["labels"].astype(np.int64),
-            "probs": probs, "path": str(path)}
+    """A logits .npz read and checked by protocols.runfiles.read_logits, in the report's form."""
+    return _for_report(runfiles.read_logits(path), str(path))
 
 
 def read_history(path: Path) -> list[dict] | None:
@@ -155,38 +137,27 @@ def merge_partitions(*partitions: dict) -> dict:
     return {img: repr(find(("img", img))) for img in sorted(ids)}
 
 
-def _read_done(path: Path) -> dict | None:
-    """The DONE marker: None when absent (job incomplete), its JSON (or {} if it is not JSON) otherwise."""
-    if not path.exists():
-        return None
-    try:
-        done = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return done if isinstance(done, dict) else {}
+def _fallback_ensemble(root: Path, name: str, splits: dict | None, folds: list[FoldJob]):
+    """(ensemble, source) rebuilt from the DONE folds by protocols.runfiles (leak-checked) when
+    ensemble/<model>.npz is absent; (None, why) when it cannot be (no splits.json or no DONE fold)."""
+    members = [f.fold for f in folds if f.done is not None]
+    if not members:
+        return None, "no completed fold"
+    if splits is None:
+        return None, "no splits.json to check the members against"
+    ens = runfiles.holdout_ensemble(root, name, splits, members)
+    return _for_report(ens, f"mean of fold test logits (folds {members})"), "mean of fold test logits"
 
 
-def _mean_logit_ensemble(folds: list[FoldJob]) -> dict | None:
-    tests = [f.test for f in folds if f.test is not None and f.done is not None]
-    if not tests:
-        return None
-    ids = tests[0]["ids"]
-    for t in tests[1:]:
-        if not np.array_equal(t["ids"], ids):
-            raise ReportInputError(t["path"], "ids", "fold test sets differ; cannot ensemble")
-    logits = np.mean([t["logits"] for t in tests], axis=0)
-    return {"ids": ids, "logits": logits, "labels": tests[0]["labels"], "probs": softmax(logits),
-            "path": "mean of fold test logits"}
-
-
-def _concat_oof(folds: list[FoldJob]) -> dict | None:
-    vals = [f.val for f in folds if f.val is not None and f.done is not None]
-    if not vals:
-        return None
-    logits = np.concatenate([v["logits"] for v in vals])
-    return {"ids": np.concatenate([v["ids"] for v in vals]), "logits": logits,
-            "labels": np.concatenate([v["labels"] for v in vals]), "probs": softmax(logits),
-            "path": "concatenated fold validation logits"}
+def _fallback_oof(root: Path, name: str, splits: dict | None, folds: list[FoldJob]):
+    """(oof, source) from the DONE folds' validation logits by protocols.runfiles when oof/<model>.npz is absent."""
+    members = [f.fold for f in folds if f.done is not None and f.val is not None]
+    if not members:
+        return None, "no completed fold"
+    if splits is None:
+        return None, "no splits.json to check the folds against"
+    oof = runfiles.out_of_fold(root, name, splits, members)
+    return _for_report(oof, f"fold validation logits (folds {members})"), "concatenated fold validation logits"
 
 
 def load_run(run_dir) -> Run:
@@ -194,41 +165,33 @@ def load_run(run_dir) -> Run:
     root = Path(run_dir)
     if not root.is_dir():
         raise ReportInputError(root, None, "run directory not found")
-    run = read_json(root / "run.json")
+    run = runfiles.read_json(root / "run.json")
     if not isinstance(run, dict):
         raise ReportInputError(root / "run.json", None, "expected a JSON object")
-    splits = read_json(root / "splits.json", required=False)
-    leakage = read_json(root / "leakage.json", required=False)
-    latency = read_json(root / "latency.json", required=False)
-    class_names = list((splits or {}).get("class_names") or DEFAULT_CLASSES)
+    splits = runfiles.read_json(root / "splits.json", required=False)
+    leakage = runfiles.read_json(root / "leakage.json", required=False)
+    latency = runfiles.read_json(root / "latency.json", required=False)
+    class_names = runfiles.class_names(splits, root / "splits.json")
     names = list((run.get("models") or {}).keys())
-    jobs = root / "jobs"
-    if jobs.is_dir():
-        names += sorted(p.name for p in jobs.iterdir() if p.is_dir() and p.name not in names  # a stray model:
-                        and any(re.fullmatch(r"fold\d+", q.name) for q in p.iterdir()))  # not timm/ of timm/<name>
+    names += [m for m in runfiles.job_models(root) if m not in names]
     models = {}
     for name in names:
         mr = ModelRun(name)
-        mdir = jobs / name
-        if mdir.is_dir():
-            fold_dirs = sorted((p for p in mdir.iterdir() if re.fullmatch(r"fold\d+", p.name)),
-                               key=lambda p: int(p.name[4:]))
-            for fd in fold_dirs:
-                done = _read_done(fd / "DONE")
-                mr.folds.append(FoldJob(
-                    fold=int(fd.name[4:]), done=done, history=read_history(fd / "history.csv"),
-                    val=read_logits(fd / "val_logits.npz") if (fd / "val_logits.npz").exists() else None,
-                    test=read_logits(fd / "test_logits.npz") if (fd / "test_logits.npz").exists() else None))
-        ens = root / "ensemble" / f"{name}.npz"
+        for k, fd in runfiles.fold_dirs(root, name):
+            mr.folds.append(FoldJob(
+                fold=k, done=runfiles.read_done(fd), history=read_history(fd / "history.csv"),
+                **{part: read_logits(fd / name) if (fd / name).exists() else None
+                   for part, name in runfiles.LOGITS.items()}))
+        ens = runfiles.ensemble_path(root, name)
         if ens.exists():
-            mr.ensemble, mr.ensemble_source = read_logits(ens), f"ensemble/{name}.npz"
+            mr.ensemble, mr.ensemble_source = read_logits(ens), ens.relative_to(root).as_posix()
         else:
-            mr.ensemble, mr.ensemble_source = _mean_logit_ensemble(mr.folds), "mean of fold test logits"
-        oof = root / "oof" / f"{name}.npz"
+            mr.ensemble, mr.ensemble_source = _fallback_ensemble(root, name, splits, mr.folds)
+        oof = runfiles.oof_path(root, name)
         if oof.exists():
-            mr.oof, mr.oof_source = read_logits(oof), f"oof/{name}.npz"
+            mr.oof, mr.oof_source = read_logits(oof), oof.relative_to(root).as_posix()
         else:
-            mr.oof, mr.oof_source = _concat_oof(mr.folds), "concatenated fold validation logits"
+            mr.oof, mr.oof_source = _fallback_oof(root, name, splits, mr.folds)
         if mr.ensemble is not None and mr.ensemble["logits"].shape[1] != len(class_names):
             raise ReportInputError(mr.ensemble["path"], "logits",
                                    f"{mr.ensemble['logits'].shape[1]} columns but {len(class_names)} classes")

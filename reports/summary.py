@@ -319,7 +319,7 @@ def summarize_loaded(run: Run, n_boot: int = 10_000, seed: int = 0) -> dict:
     warnings = []
     for m, mr in run.models.items():
         if mr.ensemble is None:
-            warnings.append(f"{m}: no completed fold job, no holdout ensemble")
+            warnings.append(f"{m}: no holdout ensemble ({mr.ensemble_source})")
         n_done = sum(1 for f in mr.folds if f.done is not None)
         n_expected = max(len(mr.folds), int((run.splits or {}).get("n_folds") or 0))
         if n_expected and n_done < n_expected and mr.ensemble is not None:

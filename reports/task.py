@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from protocols.runfiles import LEGACY_CLASS_NAMES
 from reports.errors import ReportInputError
 
 # what `fibrobench run` hard-coded before tasks were protocol data (issue 11); used only for such old run dirs
-LEGACY_TASK = {"classes": ["F0", "F1", "F2", "F3", "F4"], "ordinal": True,
+LEGACY_TASK = {"classes": list(LEGACY_CLASS_NAMES), "ordinal": True,
                "cutoffs": {">=F2": "F2", ">=F3": "F3", "F4": "F4"}, "positive": None}
 # metrics that only mean something on an ordered scale with at least three classes
 ORDINAL_METRICS = ("qwk", "linear_kappa", "mae_stage", "error_ge2_rate")

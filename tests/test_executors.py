@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from protocols.logits import read_logits
+from protocols.runfiles import read_logits
 from split_checks import check_run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +125,41 @@ def test_make_executor_kinds(tmp_path):
     assert isinstance(s, SlurmExecutor) and s.folder == tmp_path / "slurm" and s.params == {"timeout_min": 5}
     with pytest.raises(ValueError):
         make_executor("k8s", tmp_path)
-    assert s.run(tmp_path, []) == []
+    assert s.run(lambda *a: 1 / 0, tmp_path, []) == []
+
+
+def _record_job(run_dir, model, fold, device, progress):
+    return {"run_dir": run_dir, "model": model, "fold": fold, "device": device, "progress": progress}
+
+
+def test_executors_call_the_job_function_they_are_given(tmp_path):
+    """The executor knows nothing of bench.runner: it maps the callable it gets over the (model, fold) pairs."""
+    import submitit
+
+    from bench.executors import LocalExecutor, SlurmExecutor
+    jobs = [("a", 0), ("a", 1), ("b", 0)]
+    got = LocalExecutor("cpu", progress=False).run(_record_job, tmp_path, jobs)
+    assert got == [{"run_dir": str(tmp_path), "model": m, "fold": k, "device": "cpu", "progress": False}
+                   for m, k in jobs]
+    ex = SlurmExecutor(tmp_path / "slurm", {}, "cpu", executor=submitit.DebugExecutor(folder=str(tmp_path / "s")))
+    assert ex.run(_record_job, tmp_path, jobs) == got
+
+
+def _fail_on_b(run_dir, model, fold, device, progress):
+    if model == "b":
+        raise ValueError("b is broken")
+    return _record_job(run_dir, model, fold, device, progress)
+
+
+def test_process_pool_spreads_jobs_over_worker_processes(tmp_path):
+    """The pool the local executor uses for several GPUs, here with two CPU workers: every job once, in order,
+    with the worker's device; one failing job fails the pool after the others ran."""
+    from bench.executors import process_pool
+    jobs = [("a", 0), ("a", 1), ("a", 2)]
+    got = process_pool(_record_job, str(tmp_path), jobs, ["cpu", "cpu"])
+    assert [(g["model"], g["fold"], g["device"]) for g in got] == [("a", 0, "cpu"), ("a", 1, "cpu"), ("a", 2, "cpu")]
+    with pytest.raises(RuntimeError, match="(?s)b fold 0:.*ValueError: b is broken"):
+        process_pool(_fail_on_b, str(tmp_path), [("a", 0), ("b", 0)], ["cpu", "cpu"])
 
 
 @pytest.mark.gpu

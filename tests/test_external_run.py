@@ -59,7 +59,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_jobs_and_ensembles_of_external_models(run_dir):
-    from protocols.logits import read_logits
+    from protocols.runfiles import read_logits
 
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "complete" and sorted(run["models"]) == sorted(MODELS)

@@ -17,6 +17,41 @@ def tiny_factory(name, input_size, num_classes=5):
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
 
 
+# by hand: conv 3->8 3x3 (216 weights + 8 bias), BatchNorm 8 (weight + bias), linear 8->5 (40 + 5)
+TINY_PARAMS = 216 + 8 + 16 + 45
+
+
+def tiny_flops(size: int) -> int:
+    """2 FLOPs per multiply-accumulate: conv 3x3x3 per output value x 8 channels x size^2, linear 8x5 (no bias)."""
+    return 2 * 27 * 8 * size * size + 2 * 8 * 5
+
+
+def test_model_facts_count_the_timed_module_by_hand():
+    m = tiny_factory("tiny", 32)
+    m.train()
+    f = L.model_facts(m, 32)
+    assert (f["params"], f["params_trainable"], f["flops"]) == (TINY_PARAMS, TINY_PARAMS, tiny_flops(32))
+    assert m.training                                  # left as it was found
+
+
+def test_latency_takes_cuda_n_and_refuses_unknown_devices():
+    from protocols.device import resolve_device
+    from protocols.errors import BadInput
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad in ("tpu", "cuda:", "cuda:-1", "gpu0"):
+        with pytest.raises(BadInput):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        for spec in ("cuda", "cuda:0"):
+            with pytest.raises(BadInput, match="not available"):
+                resolve_device(spec)
+        assert resolve_device("auto") == torch.device("cpu")
+    else:
+        assert resolve_device("cuda:0") == torch.device("cuda:0")
+        with pytest.raises(BadInput, match="visible"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
 def tiny_cfg(**kw):
     base = dict(input_size=32, batch_sizes=(1, 4), precisions=("fp32", "bf16"), runs=12, warmup=2,
                 throughput_runs=3, train_batch=4, train_runs=3, train_warmup=1)
@@ -97,14 +132,18 @@ def test_bf16_autocast_and_channels_last_on_cpu():
 
 
 def test_peak_rss_sees_an_allocation_inside_the_window():
+    import mmap
     with L.PeakMemory(torch.device("cpu")) as pm:
-        buf = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        buf[::512] += 1
+        # 64 MiB of fresh anonymous pages, every page touched: a malloc'd array may reuse pages an earlier
+        # test freed but that are still resident, and then RSS does not grow at all
+        buf = mmap.mmap(-1, 64 * 2**20)
+        for off in range(0, len(buf), mmap.PAGESIZE):
+            buf[off] = 1
     r = pm.result
     assert r["peak_allocated_bytes"] is None and r["peak_rss_bytes"] > 0
     if r["rss_peak_reset"]:
         assert r["peak_rss_bytes"] - r["rss_before_bytes"] >= 0.9 * 64 * 2**20
-    del buf
+    buf.close()
 
 
 def test_peak_window_excludes_warmup_one_offs_but_sees_steady_state():
@@ -179,8 +218,6 @@ def tiny_registry(monkeypatch):
     monkeypatch.setattr(models, "list_models", lambda: ["tiny"], raising=False)
     monkeypatch.setattr(models, "create_model", lambda name, num_classes=5, pretrained=None, input_size=224,
                         **kw: tiny_factory(name, input_size, num_classes), raising=False)
-    monkeypatch.setattr(models, "model_facts", lambda name, input_size=224, **kw: {
-        "params_total": 123, "params_trainable": 120, "flops": 456, "activation_bytes": 0}, raising=False)
 
 
 def test_cli_latency_cpu_writes_json(tmp_path, tiny_registry, capsys):
@@ -192,14 +229,14 @@ def test_cli_latency_cpu_writes_json(tmp_path, tiny_registry, capsys):
     res = json.loads(out.read_text())
     assert res["schema"] == "fibrobench.latency/1" and res["settings"]["channels_last"] is False
     m = res["models"]["tiny"]
-    assert (m["params"], m["flops"], m["facts_source"]) == (123, 456, "models.model_facts")
+    assert (m["params"], m["flops"], m["facts_source"]) == (TINY_PARAMS, tiny_flops(32), "models.facts")
     assert set(m["fp32"]["batch"]) == {"1", "2"} and "bf16" not in m
     assert not (tmp_path / "lat.json.partial").exists()
     assert "tiny" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv", [["--precisions", "fp16"], ["--models", "nope"], ["--batch-sizes", "1,x"],
-                                  ["--runs", "0"], ["--batch-sizes", "0"]])
+                                  ["--runs", "0"], ["--batch-sizes", "0"], ["--device", "tpu"]])
 def test_cli_latency_bad_input_exit_2(tiny_registry, argv):
     assert cli(["latency", "--device", "cpu", *argv]) == 2
 
@@ -208,7 +245,8 @@ def test_cli_latency_info_only(tmp_path, tiny_registry):
     out = tmp_path / "info.json"
     assert cli(["latency", "--device", "cpu", "--info-only", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert res["models"]["tiny"]["params"] == 123 and "fp32" not in res["models"]["tiny"]
+    assert res["models"]["tiny"]["params"] == TINY_PARAMS and "fp32" not in res["models"]["tiny"]
+    assert res["models"]["tiny"]["flops"] == tiny_flops(224)      # the default input size
 
 
 # ---------------------------------------------------------------- CUDA

@@ -11,9 +11,8 @@ import yaml
 from scipy.special import softmax as sp_softmax
 
 from protocols.atomic import sha256_of, write_json
-from protocols.ensemble import ensemble_model
 from protocols.errors import BadInput
-from protocols.logits import read_logits, write_logits
+from protocols.runfiles import ensemble_model, read_logits, write_logits
 from protocols.splits import make_splits
 from split_checks import check_run_dir
 
@@ -148,9 +147,14 @@ def test_run_end_to_end_and_resume(tmp_path, tiny_data, capsys):
 
 
 @pytest.mark.slow
-def test_leakage_gate_fail_stops_before_training(tmp_path, tiny_data):
-    proto, out = _protocol(tmp_path, leakage={"gate": "fail"}), tmp_path / "run"
-    assert _cli(proto, "--data", tiny_data, "--out", out, "--device", "cpu", "--no-progress") == 1
+def test_leakage_gate_fail_stops_before_training(tmp_path, tiny_data, monkeypatch, capsys):
+    proto = _protocol(tmp_path, leakage={"gate": "fail"})
+    monkeypatch.chdir(tmp_path)       # no --out: the run directory is made under ./runs/, and its path is printed
+    assert _cli(proto, "--data", tiny_data, "--device", "cpu", "--no-progress") == 1
+    printed = capsys.readouterr().out.strip()
+    out = Path(printed)
+    assert printed != "None" and out.parent == Path("runs") and (tmp_path / out / "run.json").is_file()
+    out = tmp_path / out
     run = json.loads((out / "run.json").read_text())
     leak = json.loads((out / "leakage.json").read_text())
     assert leak["verdict"] == "leak" and run["status"] == "failed" and not (out / "jobs").exists()
@@ -187,3 +191,10 @@ def test_grid_runs_every_variant_on_the_same_splits(tmp_path, tiny_data):
 def test_bad_fold_index_exits_2(tmp_path, tiny_data, capsys):
     assert _cli(_protocol(tmp_path), "--data", tiny_data, "--out", tmp_path / "r", "--folds", "0,7") == 2
     assert "--folds" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cuda:99"])
+def test_bad_device_exits_2_before_anything_is_written(tmp_path, tiny_data, capsys, device):
+    assert _cli(_protocol(tmp_path), "--data", tiny_data, "--out", tmp_path / "r", "--device", device) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--device" in err[0] and not (tmp_path / "r").exists()

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.activations import set_activation
 from protocols.config import apply_overrides, from_dict
-from protocols.logits import read_logits
-from protocols.trainer import Batcher, Runtime, loss_fn, seed_job, set_activation, train_fold
+from protocols.runfiles import read_logits
+from protocols.trainer import Batcher, Runtime, loss_fn, seed_job, train_fold
 
 N, S = 48, 16
 

@@ -24,7 +24,7 @@ def _ints(text: str, field: str) -> tuple:
 
 def add_arguments(p) -> None:
     p.add_argument("--models", help="comma-separated model names (default: every registered model)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--batch-sizes", help="comma-separated (default 1,64 on CUDA, 1 on CPU); 1 gives the latency percentiles")
     p.add_argument("--input-size", type=int, help="square input side in pixels (default: the protocol's, else 224)")
     p.add_argument("--protocol", metavar="PROTOCOL.yaml",
@@ -89,8 +89,10 @@ def format_table(res: dict) -> str:
 
 
 def main(args) -> int:
-    from bench import latency as L
     import torch
+
+    from bench import latency as L
+    from protocols.device import resolve_device
 
     proto_models = None
     if args.protocol:
@@ -108,10 +110,7 @@ def main(args) -> int:
     if args.num_classes < 2:
         raise BadInput("<command line>", "--num-classes", f"need at least 2 classes, got {args.num_classes}")
 
-    try:
-        device = L.resolve_device(args.device)
-    except (RuntimeError, ValueError) as exc:
-        raise BadInput("<command line>", "--device", str(exc)) from None
+    device = resolve_device(args.device)
     for key, value in L.DEFAULTS["cuda" if device.type == "cuda" else "cpu"].items():   # per-device defaults
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -153,8 +152,8 @@ def main(args) -> int:
                "provenance": prov,
                "settings": {"input_size": args.input_size, "num_classes": args.num_classes, "info_only": True},
                "models": {n: {"input_size": args.input_size,
-                              **L.model_facts(n, L.default_factory(n, args.input_size, args.num_classes),
-                                              args.input_size, args.num_classes)}
+                              **L.model_facts(L.default_factory(n, args.input_size, args.num_classes),
+                                              args.input_size)}
                           for n in names}}
     else:
         cfg = L.LatencyConfig(input_size=args.input_size, batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),

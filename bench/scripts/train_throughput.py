@@ -128,7 +128,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from protocols.config import load_protocol, apply_overrides
-    from protocols.trainer import Runtime, configure_determinism, resolve_device
+    from protocols.device import resolve_device
+    from protocols.trainer import Runtime, configure_determinism
     from pathlib import Path
 
     if a.threads:
