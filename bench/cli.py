@@ -18,7 +18,8 @@ import traceback
 import warnings
 
 # order = order in --help; module names are stable, the CLI contract lives in docs/design.md
-COMMANDS = ["synth", "models", "weights", "run", "leakage", "latency", "audit_claims", "report", "gate", "demo"]
+COMMANDS = ["synth", "models", "weights", "run", "leakage", "latency", "audit_claims", "report", "gate", "demo",
+            "new_paper"]
 
 
 class _Stderr(logging.Handler):

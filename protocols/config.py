@@ -162,6 +162,9 @@ def load_raw(path: str | Path, _stack: tuple = ()) -> dict:
         raise BadInput(path, None, f"not valid YAML: {str(exc).splitlines()[0]}") from None
     except UnicodeDecodeError as exc:
         raise BadInput(path, None, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:   # an integer of > 4,300 digits, nesting deeper than the stack
+        raise BadInput(path, None, f"not usable YAML ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):

@@ -1,13 +1,10 @@
 """Load and validate a paper's claims file (docs/claims-schema.md) into plain dataclasses; torch-free.
 
-Numbers are kept as printed: "84.90" keeps its two decimals, "98.34%" is a percentage, "6.24e-7" keeps
-three significant digits. Every value becomes a `Num` that knows the interval of true values its printed
-form allows under a rounding rule, so checks can ask "could k/N have been printed like this?" exactly
-(with fractions, no floating-point fuzz).
+Numbers are kept as printed (reports.claims_numbers): every value becomes a `Num` that knows the interval of
+true values its printed form allows under a rounding rule.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from reports.claims_numbers import Num, count_field, looks_like_number, num_field, parse_p
 from reports.errors import ReportInputError
 
 SCHEMA = "fibrobench.claims/1"
@@ -22,122 +20,26 @@ ROUNDING = ("round", "truncate", "either")
 KINDS = ("ensemble", "single_fold", "mean_of_folds", "unspecified")
 KIND_BASIS = ("stated", "inferred")
 
-# per-class metric names and the aliases papers print
-CLASS_METRICS = ("precision", "recall", "f1", "specificity", "npv")
+# per-class metric names and the aliases papers print (auroc: one-vs-rest AUROC of the class)
+CLASS_METRICS = ("precision", "recall", "f1", "specificity", "npv", "auroc")
 CLASS_ALIASES = {"sensitivity": "recall", "sens": "recall", "tpr": "recall", "ppv": "precision",
-                 "spec": "specificity", "tnr": "specificity", "f1_score": "f1", "f1-score": "f1"}
-# overall metrics; macro_avg / weighted_avg = "macro/weighted average" whose metric the paper does not name
+                 "spec": "specificity", "tnr": "specificity", "f1_score": "f1", "f1-score": "f1", "auc": "auroc",
+                 "roc_auc": "auroc"}
+# overall metrics; macro_avg / weighted_avg = "macro/weighted average" whose metric the paper does not name;
+# kappa = Cohen's (unweighted); auroc = the positive class's AUROC of a two-class paper (needs `positive`)
 OVERALL_METRICS = ("accuracy", "error_rate", "macro_precision", "macro_recall", "macro_f1",
-                   "weighted_precision", "weighted_recall", "weighted_f1", "macro_avg", "weighted_avg")
+                   "weighted_precision", "weighted_recall", "weighted_f1", "macro_avg", "weighted_avg",
+                   "balanced_accuracy", "mcc", "kappa", "quadratic_kappa", "linear_kappa", "auroc", "macro_auroc",
+                   "weighted_auroc")
+OVERALL_ALIASES = {"bacc": "balanced_accuracy", "balanced_acc": "balanced_accuracy", "matthews": "mcc",
+                   "matthews_corrcoef": "mcc", "cohen_kappa": "kappa", "cohens_kappa": "kappa",
+                   "qwk": "quadratic_kappa", "lwk": "linear_kappa", "auc": "auroc", "roc_auc": "auroc",
+                   "macro_auc": "macro_auroc", "weighted_auc": "weighted_auroc"}
+# printed without a class, these are the positive class's per-class metrics of a two-class paper
+POSITIVE_CLASS_METRICS = ("sensitivity", "specificity", "ppv", "npv", "precision", "recall", "f1", "tpr", "tnr")
 COUNT_FIELDS = ("tp", "fp", "fn", "tn")
-
-_NUM_RE = re.compile(r"^([+-]?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$")
-
-
-@dataclass(frozen=True)
-class Num:
-    """A number as printed: exact value (a fraction; percentages divided by 100) and its printed unit."""
-
-    text: str
-    value: Fraction
-    ulp: Fraction          # one unit in the last printed place, on the same scale as value
-    percent: bool = False
-
-    def interval(self, rounding: str = "round") -> tuple[Fraction, Fraction, bool]:
-        """(lo, hi, hi_open): true values that print as this text. round: [v-u/2, v+u/2] (ties either way);
-        truncate: [v, v+u) (toward zero, for non-negative values); either: the union [v-u/2, v+u)."""
-        half = self.ulp / 2
-        if self.ulp == 0:
-            return self.value, self.value, False
-        if rounding == "round":
-            return self.value - half, self.value + half, False
-        if rounding == "truncate":
-            return self.value, self.value + self.ulp, True
-        if rounding == "either":
-            return self.value - half, self.value + self.ulp, True
-        raise ValueError(f"unknown rounding {rounding!r}")
-
-    def admits(self, x: Fraction, rounding: str = "round") -> bool:
-        lo, hi, hi_open = self.interval(rounding)
-        return lo <= x and (x < hi if hi_open else x <= hi)
-
-    @property
-    def decimals(self) -> int:
-        """Decimal places of the printed value on its printed scale (percent points for percentages)."""
-        u = self.ulp * (100 if self.percent else 1)
-        d = 0
-        while u and u < 1:
-            u *= 10
-            d += 1
-        return d
-
-    def __float__(self) -> float:
-        return float(self.value)
-
-    def show(self, x: Fraction | float, extra: int = 2) -> str:
-        """x on this number's printed scale, with `extra` more decimals than printed."""
-        scale = 100 if self.percent else 1
-        s = f"{float(x) * scale:.{self.decimals + extra}f}"
-        return s + ("%" if self.percent else "")
-
-
-_MAX_EXP = 300    # printed numbers beyond ~1e300 (float's range) are typos or hostile input
-
-
-def parse_num(raw: Any, path, key: str, decimals: int | None = None) -> Num:
-    """A printed number: int (exact), or a string like "84.90", "98.34%", "1,267", "6.24e-7"."""
-    if isinstance(raw, bool) or raw is None:
-        raise ReportInputError(path, key, f"expected a number as printed, got {raw!r}")
-    if isinstance(raw, int):
-        return Num(str(raw), Fraction(raw), Fraction(0) if decimals is None else Fraction(1, 10 ** decimals))
-    if isinstance(raw, float):
-        if decimals is None:
-            raise ReportInputError(path, key, f"bare float {raw!r} loses its printed precision: quote it "
-                                   f"(e.g. '{raw}') or give {{value: ..., decimals: N}}")
-        raw = f"{raw:.{decimals}f}"
-    if not isinstance(raw, str):
-        raise ReportInputError(path, key, f"expected a number as printed, got {type(raw).__name__}")
-    text = raw.strip()
-    s = text.replace(",", "").replace(" ", "")
-    percent = s.endswith("%")
-    if percent:
-        s = s[:-1]
-    m = _NUM_RE.match(s)
-    if not m:
-        raise ReportInputError(path, key, f"not a number as printed: {raw!r}")
-    sign, whole, frac, exp = m.groups()
-    frac = frac or ""
-    exp = int(exp or 0)
-    if abs(exp + len(whole)) > _MAX_EXP or len(whole + frac) > 60:   # before 10 ** exp / int() are built:
-        shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:36] + "...'"   # 1e999999999 would hang
-        raise ReportInputError(path, key, f"{shown} is out of range for a printed statistic")
-    mant = Fraction(int(whole + frac), 10 ** len(frac)) * (-1 if sign == "-" else 1)
-    places = len(frac) if decimals is None else decimals
-    value = mant * Fraction(10) ** exp
-    ulp = Fraction(1, 10 ** places) * Fraction(10) ** exp
-    if percent:
-        value, ulp = value / 100, ulp / 100
-    return Num(text, value, ulp, percent)
-
-
-def _num_field(raw: Any, path, key: str) -> Num:
-    if isinstance(raw, dict):
-        if "value" not in raw:
-            raise ReportInputError(path, key, "a number given as a mapping needs 'value'")
-        dec = raw.get("decimals")
-        if dec is not None and (not isinstance(dec, int) or dec < 0):
-            raise ReportInputError(path, f"{key}.decimals", "must be a non-negative integer")
-        return parse_num(raw["value"], path, f"{key}.value", dec)
-    return parse_num(raw, path, key)
-
-
-def _count(raw: Any, path, key: str) -> int:
-    if isinstance(raw, str) and re.fullmatch(r"\d{1,3}(,\d{3})+|\d+", raw.strip()):
-        raw = int(raw.replace(",", ""))
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
-        raise ReportInputError(path, key, f"expected a non-negative integer count, got {raw!r}")
-    return raw
-
+STAT_TESTS = ("paired_t", "mcnemar")
+MCNEMAR_METHODS = ("exact", "chi2", "chi2_cc", "unspecified")
 
 @dataclass
 class SampleSet:
@@ -208,9 +110,10 @@ class Statistic:
     a: str
     b: str
     metric: str
-    reported: dict[str, Any]               # name -> Num (ci -> [Num, Num])
+    reported: dict[str, Any]               # name -> Num (ci -> [Num, Num]; p may be a Bound)
     ci_level: Fraction = Fraction(95, 100)
     alternative: str = "two-sided"
+    method: str = "unspecified"            # mcnemar: exact | chi2 | chi2_cc | unspecified
 
 
 @dataclass
@@ -245,6 +148,7 @@ class Claims:
     comparisons: list[Comparison]
     hyperparameters: dict
     notes: list[str]
+    positive: str | None = None             # the positive class of a two-class paper
 
     def results(self) -> list[Result]:
         return [r for m in self.models.values() for r in m.results]
@@ -273,12 +177,16 @@ def _metric_name(name: str, path, key: str, per_class: bool) -> str:
         if n not in CLASS_METRICS:
             raise ReportInputError(path, key, f"unknown per-class metric {name!r} (one of {', '.join(CLASS_METRICS)}"
                                    f" or an alias {', '.join(CLASS_ALIASES)})")
-    elif n not in OVERALL_METRICS:
-        raise ReportInputError(path, key, f"unknown metric {name!r} (one of {', '.join(OVERALL_METRICS)})")
+        return n
+    n = OVERALL_ALIASES.get(n, n)
+    if n not in OVERALL_METRICS:
+        raise ReportInputError(path, key, f"unknown metric {name!r} (one of {', '.join(OVERALL_METRICS)}, an alias "
+                               f"{', '.join(OVERALL_ALIASES)}, or with `positive:` set, "
+                               f"{', '.join(POSITIVE_CLASS_METRICS)})")
     return n
 
 
-def _parse_result(raw: dict, model: str, path, where: str, classes: list[str]) -> Result:
+def _parse_result(raw: dict, model: str, path, where: str, classes: list[str], positive: str | None = None) -> Result:
     if not isinstance(raw, dict):
         raise ReportInputError(path, where, "expected a mapping")
     r = Result(id=str(_req(raw, "id", path, where)), model=model, source=str(_req(raw, "source", path, where)))
@@ -294,17 +202,33 @@ def _parse_result(raw: dict, model: str, path, where: str, classes: list[str]) -
     r.equivalent_to = raw.get("equivalent_to")
     r.config = dict(raw.get("config") or {})
     if raw.get("n_folds") is not None:
-        r.n_folds = _count(raw["n_folds"], path, f"{where}.n_folds")
-    for k, v in (raw.get("metrics") or {}).items():
-        name = _metric_name(k, path, f"{where}.metrics.{k}", per_class=False)
-        r.metrics[name] = _num_field(v, path, f"{where}.metrics.{k}")
+        r.n_folds = count_field(raw["n_folds"], path, f"{where}.n_folds")
     for cls, mets in (raw.get("per_class") or {}).items():
         if cls not in classes:
             raise ReportInputError(path, f"{where}.per_class.{cls}", f"unknown class (class_names: {classes})")
         if not isinstance(mets, dict):
             raise ReportInputError(path, f"{where}.per_class.{cls}", "expected a mapping metric -> value")
         r.per_class[cls] = {_metric_name(k, path, f"{where}.per_class.{cls}.{k}", True):
-                            _num_field(v, path, f"{where}.per_class.{cls}.{k}") for k, v in mets.items()}
+                            num_field(v, path, f"{where}.per_class.{cls}.{k}") for k, v in mets.items()}
+    for k, v in (raw.get("metrics") or {}).items():
+        key = f"{where}.metrics.{k}"
+        if str(k).strip().lower() in POSITIVE_CLASS_METRICS:
+            # "sensitivity 0.91" of a binary paper: the positive class's per-class value
+            if positive is None:
+                raise ReportInputError(path, key, f"{k!r} without a class: set the top-level `positive:` (two-class "
+                                       f"papers) or write it under per_class")
+            name = _metric_name(k, path, key, per_class=True)
+            if name in r.per_class.get(positive, {}):
+                raise ReportInputError(path, key, f"printed twice in one block (also per_class.{positive}.{name})")
+            r.per_class.setdefault(positive, {})[name] = num_field(v, path, key)
+            continue
+        name = _metric_name(k, path, key, per_class=False)
+        if name == "auroc" and positive is None:
+            raise ReportInputError(path, key, "an overall `auroc` is the positive class's: set the top-level "
+                                   "`positive:` (two-class papers), or use macro_auroc / per_class auroc")
+        if name in r.metrics:
+            raise ReportInputError(path, key, f"printed twice in one block (as {name})")
+        r.metrics[name] = num_field(v, path, key)
     for cls, cnt in (raw.get("counts") or {}).items():
         if cls not in classes:
             raise ReportInputError(path, f"{where}.counts.{cls}", f"unknown class (class_names: {classes})")
@@ -315,17 +239,17 @@ def _parse_result(raw: dict, model: str, path, where: str, classes: list[str]) -
             kk = str(k).lower()
             if kk not in COUNT_FIELDS:
                 raise ReportInputError(path, f"{where}.counts.{cls}.{k}", "not one of tp, fp, fn, tn")
-            out[kk] = _count(v, path, f"{where}.counts.{cls}.{k}")
+            out[kk] = count_field(v, path, f"{where}.counts.{cls}.{k}")
         r.counts[cls] = out
     for k in ("n_correct", "n_total"):
         if raw.get(k) is not None:
-            setattr(r, k, _count(raw[k], path, f"{where}.{k}"))
+            setattr(r, k, count_field(raw[k], path, f"{where}.{k}"))
     if raw.get("confusion") is not None:
         cm = raw["confusion"]
         if not isinstance(cm, list) or len(cm) != len(classes) or \
                 any(not isinstance(row, list) or len(row) != len(classes) for row in cm):
             raise ReportInputError(path, f"{where}.confusion", f"expected a {len(classes)}x{len(classes)} list of rows")
-        r.confusion = [[_count(v, path, f"{where}.confusion[{i}][{j}]") for j, v in enumerate(row)]
+        r.confusion = [[count_field(v, path, f"{where}.confusion[{i}][{j}]") for j, v in enumerate(row)]
                        for i, row in enumerate(cm)]
     known = {"id", "source", "kind", "kind_basis", "kind_note", "note", "evaluated_on", "equivalent_to",
              "config", "n_folds", "metrics", "per_class", "counts", "n_correct", "n_total", "confusion"}
@@ -342,7 +266,7 @@ def _parse_folds(raw: dict, path, where: str) -> Folds:
     for k, v in (raw.get("values") or {}).items():
         if not isinstance(v, list) or not v:
             raise ReportInputError(path, f"{where}.values.{k}", "expected a non-empty list, one value per fold")
-        values[str(k)] = [_num_field(x, path, f"{where}.values.{k}[{i}]") for i, x in enumerate(v)]
+        values[str(k)] = [num_field(x, path, f"{where}.values.{k}[{i}]") for i, x in enumerate(v)]
     lens = {len(v) for v in values.values()}
     if len(lens) > 1:
         raise ReportInputError(path, f"{where}.values", f"fold lists differ in length: {sorted(lens)}")
@@ -355,7 +279,7 @@ def _parse_folds(raw: dict, path, where: str) -> Folds:
         ent = {"metric": metric, "source": str(_req(rr, "source", path, w)), "strict": bool(rr.get("strict", False))}
         for b in ("low", "high"):
             if rr.get(b) is not None:
-                ent[b] = _num_field(rr[b], path, f"{w}.{b}")
+                ent[b] = num_field(rr[b], path, f"{w}.{b}")
         if "low" not in ent and "high" not in ent:
             raise ReportInputError(path, w, "a range needs low and/or high")
         ranges.append(ent)
@@ -363,28 +287,49 @@ def _parse_folds(raw: dict, path, where: str) -> Folds:
                  values=values, ranges=ranges)
 
 
+# what each test may report; mcnemar: a_only / b_only = the discordant counts (correct by a only / by b only),
+# both / neither = the concordant ones, statistic = the chi-square statistic
+STAT_REPORTED = {"paired_t": {"mean_a", "sd_a", "mean_b", "sd_b", "mean_diff", "sd_diff", "ci", "t", "df", "p", "n"},
+                 "mcnemar": {"a_only", "b_only", "both", "neither", "n", "statistic", "p"}}
+_STAT_COUNTS = {"a_only", "b_only", "both", "neither", "n"}
+
+
 def _parse_statistic(raw: dict, path, where: str) -> Statistic:
+    if not isinstance(raw, dict):
+        raise ReportInputError(path, where, "expected a mapping")
     st = Statistic(id=str(_req(raw, "id", path, where)), test=str(_req(raw, "test", path, where)),
                    source=str(_req(raw, "source", path, where)), a=str(_req(raw, "a", path, where)),
                    b=str(_req(raw, "b", path, where)), metric=str(raw.get("metric", "accuracy")), reported={})
-    if st.test != "paired_t":
-        raise ReportInputError(path, f"{where}.test", f"{st.test!r}: only 'paired_t' is supported")
+    if st.test not in STAT_TESTS:
+        raise ReportInputError(path, f"{where}.test", f"{st.test!r}: one of {', '.join(STAT_TESTS)}")
     st.alternative = str(raw.get("alternative", "two-sided"))
     if st.alternative not in ("two-sided", "less", "greater"):
         raise ReportInputError(path, f"{where}.alternative", "one of two-sided, less, greater")
     if raw.get("ci_level") is not None:
-        st.ci_level = _num_field(raw["ci_level"], path, f"{where}.ci_level").value
+        st.ci_level = num_field(raw["ci_level"], path, f"{where}.ci_level").value
+    st.method = str(raw.get("method", "unspecified"))
+    if st.test == "mcnemar" and st.method not in MCNEMAR_METHODS:
+        raise ReportInputError(path, f"{where}.method", f"{st.method!r} not one of {', '.join(MCNEMAR_METHODS)}")
+    if st.test != "mcnemar" and raw.get("method") is not None:
+        raise ReportInputError(path, f"{where}.method", "only for test: mcnemar")
     rep = _req(raw, "reported", path, where, dict)
-    allowed = {"mean_a", "sd_a", "mean_b", "sd_b", "mean_diff", "sd_diff", "ci", "t", "df", "p", "n"}
+    allowed = STAT_REPORTED[st.test]
     for k, v in rep.items():
         if k not in allowed:
-            raise ReportInputError(path, f"{where}.reported.{k}", f"unknown (allowed: {', '.join(sorted(allowed))})")
+            raise ReportInputError(path, f"{where}.reported.{k}", f"unknown for {st.test} "
+                                   f"(allowed: {', '.join(sorted(allowed))})")
         if k == "ci":
             if not isinstance(v, list) or len(v) != 2:
                 raise ReportInputError(path, f"{where}.reported.ci", "expected [low, high]")
-            st.reported["ci"] = [_num_field(x, path, f"{where}.reported.ci[{i}]") for i, x in enumerate(v)]
+            st.reported["ci"] = [num_field(x, path, f"{where}.reported.ci[{i}]") for i, x in enumerate(v)]
+        elif k == "p":
+            st.reported["p"] = parse_p(v, path, f"{where}.reported.p")
+        elif st.test == "mcnemar" and k in _STAT_COUNTS:
+            st.reported[k] = count_field(v, path, f"{where}.reported.{k}")
         else:
-            st.reported[k] = _num_field(v, path, f"{where}.reported.{k}")
+            st.reported[k] = num_field(v, path, f"{where}.reported.{k}")
+    if st.test == "mcnemar" and not {"a_only", "b_only"} <= set(st.reported):
+        raise ReportInputError(path, f"{where}.reported", "mcnemar needs the discordant counts a_only and b_only")
     return st
 
 
@@ -399,6 +344,9 @@ def load_claims(path) -> Claims:
         raise ReportInputError(path, None, f"cannot read: {exc}") from None
     except yaml.YAMLError as exc:
         raise ReportInputError(path, None, f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (ValueError, RecursionError) as exc:   # an integer of > 4,300 digits, nesting deeper than the stack
+        raise ReportInputError(path, None, f"not usable YAML ({type(exc).__name__}: "
+                                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     if not isinstance(raw, dict):
         raise ReportInputError(path, None, "top level must be a mapping")
     if raw.get("schema") != SCHEMA:
@@ -412,6 +360,14 @@ def load_claims(path) -> Claims:
     if not classes or len(set(map(str, classes))) != len(classes):
         raise ReportInputError(path, "class_names", "must be a non-empty list of distinct names")
     classes = [str(c) for c in classes]
+    positive = raw.get("positive")
+    if positive is not None:
+        positive = str(positive)
+        if positive not in classes:
+            raise ReportInputError(path, "positive", f"{positive!r} is not in class_names {classes}")
+        if len(classes) != 2:
+            raise ReportInputError(path, "positive", f"only for a two-class paper; this one has {len(classes)} "
+                                   "classes (write per-class values under per_class)")
 
     sets = {}
     for name, s in (raw.get("sets") or {}).items():
@@ -419,10 +375,10 @@ def load_claims(path) -> Claims:
         cnt = _req(s, "counts", path, w, dict)
         if set(cnt) != set(classes):
             raise ReportInputError(path, f"{w}.counts", f"classes {sorted(cnt)} differ from class_names {classes}")
-        sets[name] = SampleSet(name=str(name), counts={c: _count(cnt[c], path, f"{w}.counts.{c}") for c in classes},
-                               total=_count(s["total"], path, f"{w}.total") if s.get("total") is not None else None,
+        sets[name] = SampleSet(name=str(name), counts={c: count_field(cnt[c], path, f"{w}.counts.{c}") for c in classes},
+                               total=count_field(s["total"], path, f"{w}.total") if s.get("total") is not None else None,
                                source=str(_req(s, "source", path, w)),
-                               fraction=_num_field(s["fraction"], path, f"{w}.fraction") if s.get("fraction") else None)
+                               fraction=num_field(s["fraction"], path, f"{w}.fraction") if s.get("fraction") else None)
     partitions = []
     for i, p in enumerate(raw.get("partitions") or []):
         w = f"partitions[{i}]"
@@ -439,12 +395,12 @@ def load_claims(path) -> Claims:
         w = f"models.{name}"
         if not isinstance(m, dict):
             raise ReportInputError(path, w, "expected a mapping")
-        results = [_parse_result(r, str(name), path, f"{w}.results[{i}]", classes)
+        results = [_parse_result(r, str(name), path, f"{w}.results[{i}]", classes, positive)
                    for i, r in enumerate(m.get("results") or [])]
         models[str(name)] = Model(
             name=str(name), label=str(m.get("label", name)), origin=str(m.get("origin", "this_paper")),
             run_name=m.get("run_name"),
-            params=_num_field(m["params"], path, f"{w}.params") if m.get("params") is not None else None,
+            params=num_field(m["params"], path, f"{w}.params") if m.get("params") is not None else None,
             params_source=str(m.get("params_source", "")), results=results,
             folds=_parse_folds(m["folds"], path, f"{w}.folds") if m.get("folds") else None)
     ids = [r.id for mm in models.values() for r in mm.results]
@@ -466,8 +422,10 @@ def load_claims(path) -> Claims:
     for i, s in enumerate(raw.get("statistics") or []):
         st = _parse_statistic(s, path, f"statistics[{i}]")
         for side in (st.a, st.b):
-            if side not in models:
+            if st.test == "paired_t" and side not in models:   # fold tables of two models, paired fold by fold
                 raise ReportInputError(path, f"statistics[{i}]", f"names model {side!r}, which is not under models")
+            if st.test == "mcnemar" and side not in ids:       # two evaluations of one test set
+                raise ReportInputError(path, f"statistics[{i}]", f"names result {side!r}, which is not a result id")
         statistics.append(st)
     equalities = []
     for i, e in enumerate(raw.get("equalities") or []):
@@ -476,9 +434,8 @@ def load_claims(path) -> Claims:
         for j, v in enumerate(_req(e, "values", path, w, list)):
             src = str(_req(v, "source", path, f"{w}.values[{j}]"))
             x = _req(v, "value", path, f"{w}.values[{j}]")
-            is_num = isinstance(x, (int, float)) or (isinstance(x, str) and _NUM_RE.match(
-                x.strip().replace(",", "").replace(" ", "").rstrip("%")))
-            vals.append((_num_field(v if "decimals" in v else x, path, f"{w}.values[{j}].value")
+            is_num = looks_like_number(x)
+            vals.append((num_field(v if "decimals" in v else x, path, f"{w}.values[{j}].value")
                          if is_num else str(x), src))
         if len(vals) < 2:
             raise ReportInputError(path, f"{w}.values", "an equality needs at least two reported values")
@@ -496,17 +453,8 @@ def load_claims(path) -> Claims:
         comparisons.append(cmp_)
     return Claims(path=path, paper=paper, rounding=rounding, class_names=classes, sets=sets, partitions=partitions,
                   models=models, statistics=statistics, equalities=equalities, comparisons=comparisons,
-                  hyperparameters=dict(raw.get("hyperparameters") or {}), notes=list(raw.get("notes") or []))
-
-
-def audit_claims(claims_path, run_dir=None, rounding: str | None = None, summary: dict | None = None) -> dict:
-    """The claims audit as a JSON-able dict (schema fibrobench.claims_audit/1); see reports.claims_checks.
-
-    `summary` (a reports.summary.summarize_run dict) can be passed instead of run_dir when it is already computed.
-    """
-    from reports.claims_checks import audit_claims as _audit
-
-    return _audit(claims_path, run_dir=run_dir, rounding=rounding, summary=summary)
+                  hyperparameters=dict(raw.get("hyperparameters") or {}), notes=list(raw.get("notes") or []),
+                  positive=positive)
 
 
 def render_claims_section(audit: dict) -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 import jinja2
 
 from reports import figures
+from reports.claims_checks import audit_claims
 from reports.metrics import MACRO_CONVENTION
-from reports.claims import audit_claims
 from reports.errors import ReportInputError
 from reports.leakage_view import leakage_context
 from reports.rundir import Run, load_run

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from bench.cli import main as cli_main
-from reports.claims import load_claims, parse_num, render_claims_section
+from reports.claims import load_claims, render_claims_section
+from reports.claims_numbers import parse_num
 from reports.errors import ReportInputError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,8 +87,28 @@ def test_minimal_file_loads_with_aliases(tmp_path):
     (lambda d: d["models"]["m"]["results"][0].update(equivalent_to="nope"), "equivalent_to"),
     (lambda d: d["models"]["m"]["results"][0]["per_class"].update(Z={"recall": "0.5"}),
      "models.m.results[0].per_class.Z"),
-    (lambda d: d["models"]["m"]["results"][0]["per_class"]["A"].update(auc="0.9"),
-     "models.m.results[0].per_class.A.auc"),
+    (lambda d: d["models"]["m"]["results"][0]["per_class"]["A"].update(dice="0.9"),
+     "models.m.results[0].per_class.A.dice"),
+    (lambda d: d.update(positive="C"), "positive"),
+    (lambda d: d["models"]["m"]["results"][0]["metrics"].update(sensitivity="0.9"),
+     "models.m.results[0].metrics.sensitivity"),                   # no `positive:` to say whose
+    (lambda d: d["models"]["m"]["results"][0]["metrics"].update(auc="0.9"), "models.m.results[0].metrics.auc"),
+    (lambda d: (d.update(positive="B"), d["models"]["m"]["results"][0]["metrics"].update(sensitivity="0.7")),
+     "models.m.results[0].metrics.sensitivity"),                   # B's recall is already printed per class
+    (lambda d: d["models"]["m"]["results"][0]["metrics"].update(bacc="80%", balanced_accuracy="80%"),
+     "printed twice"),
+    (lambda d: d.update(statistics=[{"id": "s", "test": "mcnemar", "source": "x", "a": "r", "b": "r",
+                                     "reported": {"a_only": 3}}]), "statistics[0].reported"),
+    (lambda d: d.update(statistics=[{"id": "s", "test": "mcnemar", "source": "x", "a": "m", "b": "r",
+                                     "reported": {"a_only": 3, "b_only": 1}}]), "names result 'm'"),
+    (lambda d: d.update(statistics=[{"id": "s", "test": "mcnemar", "source": "x", "a": "r", "b": "r",
+                                     "reported": {"a_only": 3, "b_only": 1, "p": "< 2"}}]), "statistics[0].reported.p"),
+    (lambda d: d.update(statistics=[{"id": "s", "test": "mcnemar", "source": "x", "a": "r", "b": "r", "method": "z",
+                                     "reported": {"a_only": 3, "b_only": 1}}]), "statistics[0].method"),
+    (lambda d: d.update(statistics=[{"id": "s", "test": "paired_t", "source": "x", "a": "m", "b": "m",
+                                     "method": "exact", "reported": {}}]), "statistics[0].method"),
+    (lambda d: d.update(statistics=[{"id": "s", "test": "mcnemar", "source": "x", "a": "r", "b": "r",
+                                     "reported": {"a_only": 3, "b_only": 1, "t": "2.0"}}]), "statistics[0].reported.t"),
     (lambda d: d["models"]["m"]["results"][0]["metrics"].update(accuracy=0.8),
      "models.m.results[0].metrics.accuracy"),
     (lambda d: d["models"]["m"]["results"][0]["metrics"].update(accuracy="eighty"),
@@ -159,7 +180,7 @@ def test_cli_exit_codes_and_json(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ HTML
 def test_html_section_escapes_and_shows_badges(tmp_path):
-    from reports.claims import audit_claims
+    from reports.claims_checks import audit_claims
 
     doc = minimal()
     doc["paper"]["title"] = "<script>alert(1)</script>"

@@ -11,9 +11,10 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from statsmodels.stats.weightstats import DescrStatsW
 
-from reports.claims import load_claims, parse_num
 from reports import stats as S
+from reports.claims import load_claims
 from reports.claims_checks import audit_claims, check_reproduction, derived_from_counts, grim, reconstruct
+from reports.claims_numbers import parse_num
 
 CLASSES = ["A", "B", "C"]
 # a known confusion matrix (rows = truth) on a 24-image test set
@@ -280,7 +281,7 @@ def test_claims_against_a_reproduction_summary(tmp_path):
     claims_path = tmp_path / "c.yaml"
     claims_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     claims = load_claims(claims_path)
-    inside = {c["id"]: c for c in check_reproduction(claims, _summary(0.80, [0.75, 0.86]))}
+    inside = {c.id: c.to_dict() for c in check_reproduction(claims, _summary(0.80, [0.75, 0.86]))}
     assert inside["run.main.accuracy"]["status"] == "pass"
     assert inside["run.main.accuracy"]["values"]["difference"] == pytest.approx(0.8333 - 0.80)  # as printed
     assert inside["run.main.B.f1"]["status"] == "pass"
@@ -290,7 +291,7 @@ def test_claims_against_a_reproduction_summary(tmp_path):
     lo, hi = DescrStatsW(vals).tconfint_mean(alpha=0.05)
     assert inside["run.prop_mean.accuracy"]["values"]["ci"] == pytest.approx([lo, hi])
     assert inside["run.prop_mean.accuracy"]["status"] == ("pass" if lo <= 0.9083 <= hi else "fail")
-    outside = {c["id"]: c for c in check_reproduction(claims, _summary(0.60, [0.55, 0.70]))}
+    outside = {c.id: c.to_dict() for c in check_reproduction(claims, _summary(0.60, [0.55, 0.70]))}
     assert outside["run.main.accuracy"]["status"] == "fail"
     audit = audit_claims(claims_path, summary=_summary(0.60, [0.55, 0.70]))
     assert audit["verdict"] == "consistent; not reproduced"
@@ -303,7 +304,7 @@ def _repro_one(tmp_path, printed, ci, value=None):
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     value = float(ci[1]) if value is None else value
     checks = check_reproduction(load_claims(path), _summary(value, list(ci)))
-    return {c["id"]: c for c in checks}["run.main.accuracy"]
+    return {c.id: c.to_dict() for c in checks}["run.main.accuracy"]
 
 
 def test_reproduction_compares_the_printed_rounding_interval_exactly(tmp_path):
@@ -356,7 +357,7 @@ def test_exact_fractions_not_floats():
 @pytest.mark.parametrize("rule", ["round", "truncate"])
 def test_reconstruction_equals_brute_force(rule):
     """Every (TP, FP) the analytic FP bounds keep is exactly the set a full scan over FP finds."""
-    from reports.claims_checks import _metric_from_counts
+    from reports.exact_metrics import class_metric as metric_from_counts
 
     rng = np.random.default_rng(3)
     sup = [12, 9, 7]
@@ -366,7 +367,7 @@ def test_reconstruction_equals_brute_force(rule):
         for c, name in enumerate(CLASSES):
             tp, fp = int(rng.integers(1, sup[c] + 1)), int(rng.integers(0, 6))
             fn, tn = sup[c] - tp, n - sup[c] - fp
-            per[name] = {m: parse_num(f"{float(_metric_from_counts(m, tp, fp, fn, tn)):.2f}", "t", "k")
+            per[name] = {m: parse_num(f"{float(metric_from_counts(m, tp, fp, fn, tn)):.2f}", "t", "k")
                          for m in ("recall", "precision", "f1")}
         got = reconstruct(per, sup, CLASSES, rule)["candidates"]
         for c, name in enumerate(CLASSES):
@@ -374,7 +375,7 @@ def test_reconstruction_equals_brute_force(rule):
             for tp in range(sup[c] + 1):
                 for fp in range(n - sup[c] + 1):
                     fn, tn = sup[c] - tp, n - sup[c] - fp
-                    xs = {m: _metric_from_counts(m, tp, fp, fn, tn) for m in per[name]}
+                    xs = {m: metric_from_counts(m, tp, fp, fn, tn) for m in per[name]}
                     if all(xs[m] is not None and per[name][m].admits(xs[m], rule) for m in xs):
                         want.append((tp, fp))
             assert got[name] == want
@@ -392,3 +393,57 @@ def test_reported_confusion_matrix_reconciled_with_the_counts_table(tmp_path):
     ids = _by_id(_audit(tmp_path, doc))
     assert ids["same.main.A.fp"]["status"] == "fail" and ids["same.main.C.fp"]["status"] == "fail"
     assert ids["same.main.B.fn"]["status"] == "pass"
+
+
+# ------------------------------------------------------------------------------------------------ layout
+def _claims_import_graph():
+    """module -> reports.claims* modules it imports anywhere (module level or inside a function)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "reports"
+    files = {"reports.claims": root / "claims.py"}
+    files.update({f"reports.claims_checks.{p.stem}": p for p in (root / "claims_checks").glob("*.py")
+                  if p.stem != "__init__"})
+    graph = {}
+    for mod, path in files.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            deps.update(n for n in names if n in files or n == "reports.claims_checks")
+        graph[mod] = deps
+    return graph
+
+
+def test_claims_modules_import_without_cycles():
+    graph = _claims_import_graph()
+    assert graph["reports.claims"] == set(), "the loader must not import the checks (it owned audit_claims before)"
+    assert all("reports.claims_checks" not in deps for deps in graph.values()), \
+        "a family module importing the package __init__ closes a cycle through audit"
+    done, stack = set(), []
+
+    def visit(m):
+        assert m not in stack, " -> ".join(stack[stack.index(m):] + [m])
+        if m in done:
+            return
+        stack.append(m)
+        for d in graph[m]:
+            visit(d)
+        stack.pop()
+        done.add(m)
+
+    for m in graph:
+        visit(m)
+    assert len(graph) >= 12  # the loader, record, groups, audit and one module per check family
+
+
+def test_check_record_rejects_an_unknown_status_and_serialises_as_the_schema_says():
+    from reports.claims_checks import Check
+
+    with pytest.raises(ValueError, match="status 'ok'"):
+        Check(id="x", kind="granularity", subject="s", source="T1", status="ok", reason="r")
+    c = Check(id="x", kind="granularity", subject="s", source="T1", status="pass", reason="r")
+    assert list(c.to_dict()) == ["id", "kind", "subject", "source", "status", "reason", "arithmetic", "values"]
+    c.also.append("y")
+    assert c.to_dict()["also"] == ["y"]

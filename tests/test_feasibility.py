@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from reports.claims import parse_num
+from reports.claims_numbers import parse_num
 from reports.feasibility import diagnose, solve
 
 

@@ -60,7 +60,7 @@ def format_table(audit: dict, verbose: bool = False, width: int | None = None) -
 def main(args) -> int:
     from bench.provenance import collect
     from protocols.atomic import write_json
-    from reports.claims import audit_claims
+    from reports.claims_checks import audit_claims
 
     audit = audit_claims(args.claims, run_dir=args.run, rounding=args.rounding)
     print(format_table(audit, verbose=args.verbose))
