@@ -464,3 +464,56 @@ def test_item14_long_measurements_report_progress():
     quiet = []
     L.time_calls(lambda: None, runs=5, warmup=2, device=torch.device("cpu"), progress=L.Progress(quiet.append, "q"))
     assert quiet == []                                   # under 10 s: silent
+
+
+# ---------------------------------------------------------------- further bad input found while doing this
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["synth", "X", "--seed", "-1"], "--seed"), (["report", "R", "--seed", "-1"], "--seed"),
+    (["run", "p.yaml", "--data", "D", "--workers", "0"], "--workers"), (["leakage", "--data", "D", "--workers", "-1"], "--workers"),
+    (["gate", "R", "--baseline", "b.json", "--ci-scale", "nan"], "--ci-scale"),
+    (["gate", "R", "--baseline", "b.json", "--latency-tol", "inf"], "--latency-tol"),
+    (["gate", "R", "--baseline", "b.json", "--memory-tol", "-5"], "--memory-tol"),
+    (["run", "p.yaml"], "--data"), (["nosuchcommand"], "nosuchcommand")])
+def test_usage_errors_are_one_line_exit_2(argv, flag, capsys):
+    with pytest.raises(SystemExit) as ei:
+        main(argv)
+    assert ei.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and " error: " in err[0] and flag in err[0] and "--help" in err[0], err
+
+
+@pytest.mark.parametrize("tol", ["nan", "accuracy=inf", "macro_f1=-0.1"])
+def test_gate_metric_tolerance_must_be_finite(tmp_path, fake_run, baseline, capsys, tol):
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(baseline))
+    assert main(["gate", str(fake_run), "--baseline", str(b), "--metric-tol", tol]) == 2   # a NaN tolerance passed all
+    assert "--metric-tol" in _err_line(capsys)
+
+
+@pytest.mark.parametrize("body", ["a: " + "9" * 5000, "a: " + "[" * 50000 + "]" * 50000])
+def test_yaml_that_yaml_cannot_hold_is_bad_input(tmp_path, data, capsys, body):
+    f = tmp_path / "x.yaml"
+    f.write_text(body)
+    assert main(["audit-claims", str(f)]) == 2
+    assert str(f) in _err_line(capsys)
+    assert main(["run", str(f), "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+    assert str(f) in _err_line(capsys) and not (tmp_path / "r").exists()
+
+
+def test_corrupt_run_json_in_out_is_bad_input(tmp_path, data, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_bytes(b"\xff\xfe{not json")
+    assert main(["run", str(_protocol(tmp_path)), "--data", str(data), "--out", str(out), "--device", "cpu"]) == 2
+    assert "run.json" in _err_line(capsys)
+
+
+def test_library_warnings_become_one_log_line():
+    code = ("import sys, warnings; from bench.cli import main; import bench.commands.models as m; "
+            "m.main = lambda a: warnings.warn('first\\nsecond', UserWarning) or 0; "
+            "sys.argv[1:] = ['models']; sys.exit(main())")
+    res = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stderr == "fibrobench warning: UserWarning: first second\n", res.stderr
