@@ -19,7 +19,7 @@ from torch import nn
 
 from models.errors import BadInput
 from models.names import FACTORY, TIMM, TV
-from models.registry import ModelSpec
+from models.spec import ModelSpec
 
 
 def _bad(name: str, message: str) -> BadInput:

@@ -91,7 +91,7 @@ def _timm_sources(ident: str) -> list[Source]:
 
 
 def imagenet_sources(spec) -> list[Source]:
-    """Published ImageNet weights of a model spec (models.registry.ModelSpec), preferred first; [] if none."""
+    """Published ImageNet weights of a model spec (models.spec.ModelSpec), preferred first; [] if none."""
     if spec.kind in (BUILTIN, TV):
         return _tv_sources(spec.arch)
     if spec.kind == TIMM:

@@ -1,26 +1,15 @@
 """The model registry: built-in names, `timm/<name>`, `tv/<name>` and `package.module:factory`, each with a fresh k-class head."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
 from models.errors import BadInput
 from models.names import BUILTIN, FACTORY, parse_name
+from models.spec import ModelSpec
 
 MIN_INPUT_SIZE = 32
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    arch: str  # whose published weights initialise it: torchvision builder, timm model name, or the factory spec
-    head: str | None  # module path of the final classifier; None: found on the built model (classifier_path)
-    build: Callable[[int, int], nn.Module]  # (num_classes, input_size) -> randomly initialised model
-    description: str
-    size_multiple: int = 1
-    kind: str = BUILTIN
 
 
 def _tv(fn_name: str, **extra) -> Callable[[int, int], nn.Module]:
