@@ -6,8 +6,9 @@ Layout written (see protocols/synth_render.py for the image physics):
                               With hide_patient_id the patient_id column is left out (like the public dataset)
                               and the truth goes to OUT/patients_truth.csv (path, patient_id) for auditing tools.
   OUT/synth.json              schema "fibrobench.synth/1": generator version, parameters, counts, provenance.
-The whole tree is written into a hidden sibling folder and renamed into place at the end, so an interrupted run
-never leaves a folder that looks like a complete dataset.
+The whole tree is written into a hidden sibling folder (.OUT.tmp-<host>-<pid>-<random>) and renamed into place at
+the end, so an interrupted run never leaves a folder that looks like a complete dataset; Ctrl-C and SIGTERM remove it
+at once, and the next synth into OUT removes those left by a killed process (kill -9) on this host.
 
 Cohort: one patient per stage, the others allocated in the proportions of the public dataset's images (2,114 /
 861 / 793 / 857 / 1,698 of 6,323, largest-remainder rounding), so no class is ever empty; each patient has 1 + Poisson(6) frames (mean 7, at most 16),

@@ -44,6 +44,7 @@ BASE = {
     "gate": "{run} --baseline {baseline}",
     "demo": "--out {tmp}/demo-out --patients 5",
     "weights where": "resnet50",
+    "new-paper": "roe2026 --classes a,b,c --dir {tmp}/papers",
 }
 # fixtures that fill a required argument of a command missing from BASE, by dest
 BY_DEST = {"run_dir": "{run}", "run_dirs": "{run}", "run": "{run}", "data": "{data}", "protocol": "{protocol}",
