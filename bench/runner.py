@@ -132,6 +132,25 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     return True
 
 
+def _check_models(p: Protocol, from_command_line: bool) -> None:
+    """Every model name (of the protocol, or of --models) is known and accepts the input size (BadInput)."""
+    from models.registry import check_input_size, get_spec
+
+    for i, name in enumerate(p.models):
+        try:
+            check_input_size(get_spec(name), p.data.input_size)
+        except BadInput as exc:        # name where the model was named, not the registry
+            where = ("<command line>", "--models") if from_command_line else (p.source or "<protocol>", f"models[{i}]")
+            raise BadInput(*where, exc.message) from None
+
+
+def _make_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(run_dir, "--out", f"cannot create the run directory: {exc.strerror or exc}") from None
+
+
 def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]:
     """Create/verify RUN_DIR: splits.json, leakage.json, run.json: status "running", or "failed" when the
     leakage gate stops the run (then nothing is trained)."""
@@ -143,11 +162,13 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if any(k < 0 or k >= p.split.n_folds for k in folds):
         raise BadInput("--folds", "folds", f"fold indices must be in 0..{p.split.n_folds - 1}, got {folds}")
     run_dir = Path(opts.out) if opts.out else default_out(p)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInput(run_dir, "--out", "exists and is not a directory")
+    _check_models(p, "models" in overrides)    # nothing is created before the protocol's models are known to exist
     df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress and sys.stderr.isatty(),
                       task=p.task)
     task_source = "protocol" if p.task is not None else "inferred: the data's labels, sorted by name"
     p = dataclasses.replace(p, task=df.attrs["task"])   # the resolved protocol always names its classes
-    run_dir.mkdir(parents=True, exist_ok=True)
     sha = protocol_sha256(p)
     run_path = run_dir / "run.json"
     previous = read_json(run_path, required=False)
@@ -173,7 +194,6 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     else:
         splits = make_splits(df, p.split.level, p.split.test_fraction, p.split.n_folds, p.split.seed,
                              groups=_clusters_for(df, p), class_names=list(p.task.classes))
-        write_splits(run_dir, splits)
 
     models_info = {}
     for name in p.models:   # builds each model once: fails early on unknown names / missing weights
@@ -183,6 +203,9 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
         if getattr(m, "fibro_code", None):  # a user factory: which file of code built it
             models_info[name]["code"] = m.fibro_code
         del m
+    _make_dir(run_dir)          # everything is validated: only now does the run directory appear
+    if not splits_path.exists():
+        write_splits(run_dir, splits)
 
     seeds = {"split": p.split.seed, "train": {f"fold{k}": fold_seed(p, k) for k in range(p.split.n_folds)}}
     run = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bench.funnel import nonneg_int
+
 NAME = "demo"
 HELP = "run the whole pipeline end to end on built-in synthetic data (CPU, minutes)"
 DESCRIPTION = (
@@ -19,7 +21,7 @@ def add_arguments(p):
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--patients", type=int, default=60, help="synthetic patients (default: 60, ~420 frames)")
     p.add_argument("--size", default="400x300", help="synthetic frame size WxH (default: 400x300)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--patient-models", default="resnet50",
                    help="models trained on the patient-level split (default: resnet50; the image-level run trains "

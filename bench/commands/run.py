@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bench.funnel import positive_int
 from protocols.errors import BadInput
 
 NAME = "run"
@@ -31,7 +32,7 @@ def add_arguments(p) -> None:
                    help="deterministic kernels, no cudnn autotuning (recorded as an override)")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--workers", type=int, help="local executor: worker processes (default one per visible GPU)")
+    p.add_argument("--workers", type=positive_int, help="local executor: worker processes (default one per visible GPU)")
     p.add_argument("--cache-dir", help="image cache directory (default: protocols.cache's default)")
     p.add_argument("--grid", action="store_true", help="run every variant of the protocol's grid: into OUT/grid/<id>/")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
