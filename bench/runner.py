@@ -128,7 +128,7 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     """Write leakage.json (once per splits) and apply the protocol's gate; False = the run must stop."""
     if p.leakage.gate == "off":
         return True
-    from protocols.leakage import audit_splits
+    from protocols.leakage import audit_splits, gate_failures
 
     path = run_dir / "leakage.json"
     audit = None
@@ -141,13 +141,33 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
         audit = audit_splits(df, splits, df.attrs.get("root"))
         audit["provenance"] = provenance.collect(seeds={"split": splits.get("seed")})
         write_json(path, audit)
-    if audit.get("verdict") == "leak":
-        reasons = "; ".join(audit.get("reasons", [])) or "see leakage.json"
+    failures = gate_failures(audit)          # leakage, and label conflicts (their own finding)
+    if failures:
+        reasons = "; ".join(failures)
         if p.leakage.gate == "fail":
             _log(f"leakage gate FAILED ({reasons}); not training (leakage.gate: fail)")
             return False
         _log(f"WARNING: leakage found ({reasons}); training anyway (leakage.gate: warn)")
     return True
+
+
+def _check_models(p: Protocol, from_command_line: bool) -> None:
+    """Every model name (of the protocol, or of --models) is known and accepts the input size (BadInput)."""
+    from models.registry import check_input_size, get_spec
+
+    for i, name in enumerate(p.models):
+        try:
+            check_input_size(get_spec(name), p.data.input_size)
+        except BadInput as exc:        # name where the model was named, not the registry
+            where = ("<command line>", "--models") if from_command_line else (p.source or "<protocol>", f"models[{i}]")
+            raise BadInput(*where, exc.message) from None
+
+
+def _make_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(run_dir, "--out", f"cannot create the run directory: {exc.strerror or exc}") from None
 
 
 def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]:
@@ -161,11 +181,13 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if any(k < 0 or k >= p.split.n_folds for k in folds):
         raise BadInput("--folds", "folds", f"fold indices must be in 0..{p.split.n_folds - 1}, got {folds}")
     run_dir = Path(opts.out) if opts.out else default_out(p)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInput(run_dir, "--out", "exists and is not a directory")
+    _check_models(p, "models" in overrides)    # nothing is created before the protocol's models are known to exist
     df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress and sys.stderr.isatty(),
                       task=p.task)
     task_source = "protocol" if p.task is not None else "inferred: the data's labels, sorted by name"
     p = dataclasses.replace(p, task=df.attrs["task"])   # the resolved protocol always names its classes
-    run_dir.mkdir(parents=True, exist_ok=True)
     sha = protocol_sha256(p)
     run_path = run_dir / "run.json"
     previous = read_json(run_path, required=False)
@@ -191,7 +213,6 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     else:
         splits = make_splits(df, p.split.level, p.split.test_fraction, p.split.n_folds, p.split.seed,
                              groups=_clusters_for(df, p), class_names=list(p.task.classes))
-        write_splits(run_dir, splits)
 
     models_info = {}
     for name in p.models:   # builds each model once: fails early on unknown names / missing weights
@@ -202,6 +223,9 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
             models_info[name]["code"] = m.fibro_code
         models_info[name]["flops_per_image"] = _flops_per_image(m, p.data.input_size)
         del m
+    _make_dir(run_dir)          # everything is validated: only now does the run directory appear
+    if not splits_path.exists():
+        write_splits(run_dir, splits)
 
     seeds = {"split": p.split.seed, "train": {f"fold{k}": fold_seed(p, k) for k in range(p.split.n_folds)}}
     run = {

@@ -15,13 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.safe_load import load_weights_only
 from protocols.atomic import write_bytes, write_json, write_text
 from protocols.config import Protocol
 from protocols.device import resolve_device
+from protocols.errors import BadInput
 from protocols.runfiles import DONE, LOGITS, read_done, write_logits
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
 RESUME = "resume.pt"
+RESTART_HINT = "delete it to restart this fold from epoch 1"
 
 
 # ---------------------------------------------------------------- pieces (pure where possible)
@@ -199,17 +202,22 @@ def load_resume(path: Path, fit: Fit) -> FitState:
     """Restore model, optimiser, scheduler and RNG streams from resume.pt; a fresh FitState when there is none."""
     if not path.exists():
         return FitState()
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    fit.model.load_state_dict(ck["model"])
-    fit.opt.load_state_dict(ck["optimizer"])
-    fit.sched.load_state_dict(ck["scheduler"])
-    fit.gen.set_state(ck["gen_state"])
-    torch.set_rng_state(ck["torch_rng"])
-    if fit.device.type == "cuda" and ck.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(ck["cuda_rng"], fit.device)
-    if len(ck["history"]) != ck["epoch"]:
-        raise ValueError(f"{path}: {len(ck['history'])} history rows for epoch {ck['epoch']}")
-    return FitState(ck["history"], ck["best_metric"], ck["best_state"], ck["best_epoch"], ck["sel_val_logits"])
+    ck = load_weights_only(path, "resume", "resume checkpoint", RESTART_HINT)
+    try:
+        fit.model.load_state_dict(ck["model"])
+        fit.opt.load_state_dict(ck["optimizer"])
+        fit.sched.load_state_dict(ck["scheduler"])
+        fit.gen.set_state(ck["gen_state"])
+        torch.set_rng_state(ck["torch_rng"])
+        if fit.device.type == "cuda" and ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"], fit.device)
+        if len(ck["history"]) != ck["epoch"]:
+            raise ValueError(f"{len(ck['history'])} history rows for epoch {ck['epoch']}")
+        return FitState(ck["history"], ck["best_metric"], ck["best_state"], ck["best_epoch"], ck["sel_val_logits"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise BadInput(path, "resume", f"not a resume checkpoint of this job ({type(exc).__name__}: {detail}); "
+                                       f"{RESTART_HINT}") from None
 
 
 class EpochLog:

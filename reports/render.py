@@ -14,6 +14,7 @@ from reports.claims_checks import audit_claims
 from reports.metrics import MACRO_CONVENTION
 from reports.errors import ReportInputError
 from reports.leakage_view import leakage_context
+from reports.split_gap import load as split_gap_load
 from reports.rundir import Run, load_run
 from reports.summary import summarize_loaded
 
@@ -75,7 +76,7 @@ def _fmt(value, metric: str = "", digits: int | None = None) -> str:
 
 def _fmt_ci(ci, metric: str = "") -> str:
     if isinstance(ci, jinja2.Undefined) or not ci or len(ci) != 2 or _num(ci[0]) is None or _num(ci[1]) is None:
-        return ""
+        return "—"
     if metric in PERCENT:
         return f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
@@ -129,9 +130,13 @@ def _verdict(run: Run, summary: dict, leakage: dict | None, claims_audit: dict |
     if models:
         best = max(models, key=lambda m: models[m]["ensemble"]["accuracy"]["value"] or -1)
         acc = models[best]["ensemble"]["accuracy"]
+        ci = (f"95 % CI {_fmt_ci(acc['ci'], 'accuracy')}, {acc['method']}" if _fmt_ci(acc["ci"]) != "—"
+              else "no CI")
         lines.append(f"Best holdout accuracy: {best} {_fmt(acc['value'], 'accuracy')} "
-                     f"(95 % CI {_fmt_ci(acc['ci'], 'accuracy')}, {acc['method']}) on {summary['n_test']} images "
+                     f"({ci}) on {summary['n_test']} images "
                      f"from {summary['clusters']['n_test_clusters']} clusters.")
+        if not (summary.get("bootstrap") or {}).get("n_boot"):
+            lines.append("Bootstrap disabled (--n-boot 0): the intervals that need it are not computed.")
     else:
         lines.append("No model has a completed holdout ensemble: nothing was scored.")
     for c in summary["comparisons"]:
@@ -233,6 +238,7 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "leakage": run.leakage,
         "leakage_view": leakage_view,
         "leakage_error": leakage_error,
+        "split_gap": split_gap_load(run.path),     # the demo's image- vs patient-level table, when present
         "task": summary["task"],
         "words": task_words(summary["task"]),
         "headline": headline(summary["task"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bench.funnel import positive_int
 from protocols.config import COMPILES
 from protocols.errors import BadInput
 
@@ -40,8 +41,9 @@ def add_arguments(p) -> None:
                    help="deterministic kernels, no cudnn autotuning (recorded as an override)")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--workers", type=int, help="local executor: on the CPU, jobs run at once in worker processes "
-                                                "(default 1); on CUDA, how many GPUs to use (default all)")
+    p.add_argument("--workers", type=positive_int, help="local executor: on the CPU, jobs run at once in worker "
+                                                         "processes (default 1); on CUDA, how many GPUs to use "
+                                                         "(default all)")
     p.add_argument("--jobs-per-gpu", default="1", help="local executor on CUDA: jobs packed onto each GPU at once, "
                                                       "each in its own process (an integer, or auto: from each "
                                                       "model's measured peak memory and the free memory; default 1)")
@@ -66,8 +68,6 @@ def main(args) -> int:
 
     if args.epochs is not None and args.epochs < 1:
         raise BadInput("--epochs", "epochs", f"expected a positive integer, got {args.epochs}")
-    if args.workers is not None and args.workers < 1:
-        raise BadInput("--workers", "workers", f"expected a positive integer, got {args.workers}")
     slurm = {"timeout_min": args.slurm_time, "gpus_per_node": args.slurm_gpus, "cpus_per_task": args.slurm_cpus,
              "mem_gb": args.slurm_mem_gb, "slurm_array_parallelism": args.slurm_array_parallelism,
              "nodes": 1, "tasks_per_node": 1}
