@@ -134,8 +134,8 @@ def test_process_pool_survives_a_worker_killed_mid_job(tmp_path):
 def test_jobs_per_gpu_option_is_validated(tmp_path, capsys):
     from bench.cli import main
     assert main(["run", str(_protocol(tmp_path)), "--data", str(tmp_path), "--jobs-per-gpu", "0"]) == 2
-    assert "--jobs-per-gpu" in capsys.readouterr().err
-    assert main(["run", str(_protocol(tmp_path)), "--data", str(tmp_path), "--workers", "0"]) == 2
+    assert "--jobs-per-gpu" in capsys.readouterr().err       # (--workers 0: tests/test_hardening.py)
+    assert main(["run", str(_protocol(tmp_path)), "--data", str(tmp_path), "--jobs-per-gpu", "two"]) == 2
 
 
 # ---------------------------------------------------------------- packed runs
