@@ -26,6 +26,8 @@ LEVELS = ("image", "patient", "cluster")
 GATES = ("warn", "fail", "off")
 ENSEMBLES = ("logit_mean",)
 AMPS = ("auto", "bf16", "off")
+# torch.compile modes (protocols.trainer.compile_model); "none" = eager. reduce-overhead adds CUDA graphs.
+COMPILES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class TrainCfg:
     deterministic: bool
     seed: int              # fold k trains with seed + k, the same for every model
     eval_batch_size: int
+    compile: str = "none"  # torch.compile mode for training and evaluation (COMPILES); "none" = eager
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ class Protocol:
         d["data"]["mean"] = list(self.data.mean)
         d["data"]["std"] = list(self.data.std)
         d["task"] = self.task.to_dict() if self.task else None
+        if d["train"]["compile"] == "none":   # hashed only when set: run dirs made before the field keep their hash
+            del d["train"]["compile"]
         return d
 
 
@@ -385,6 +390,7 @@ def from_dict(raw: dict, source: str = "<protocol>") -> Protocol:
         "channels_last": (v.channels_last, "auto"),
         "deterministic": (v.boolean, False),
         "seed": (v.nonneg_int, 0),
+        "compile": (v.choice(COMPILES), "none"),
     })
     augment = v.section(train.pop("augment"), "train.augment", {"flip_p": (v.probability, 0.0)})
     leak = v.section(top["leakage"], "leakage", {"gate": (v.choice(GATES), "warn")})

@@ -181,6 +181,23 @@ def _leakage_view(run: Run):
         return None, str(exc)
 
 
+def execution_view(run: Run) -> dict:
+    """How the jobs ran: the protocol's torch.compile mode, what each job's DONE says of it (compiled / fallback to
+    eager, compile seconds, kept apart from training speed) and the local executor's packing options."""
+    protocol = run.run.get("protocol") or {}
+    opts = run.run.get("options") or {}
+    jobs = [(m, f.fold, (f.done or {}).get("compile") or {}) for m, mr in run.models.items() for f in mr.folds
+            if f.done is not None]
+    status: dict[str, int] = {}
+    for _, _, c in jobs:
+        status[c.get("status") or "not recorded"] = status.get(c.get("status") or "not recorded", 0) + 1
+    secs = [c["seconds"] for _, _, c in jobs if isinstance(c.get("seconds"), (int, float)) and c.get("status") == "compiled"]
+    return {"compile": (protocol.get("train") or {}).get("compile") or "none", "status": status,
+            "compile_seconds_total": sum(secs) if secs else None,
+            "fallbacks": [f"{m} fold {k}: {c.get('error')}" for m, k, c in jobs if c.get("status") == "fallback"],
+            "executor": opts.get("executor"), "workers": opts.get("workers"), "jobs_per_gpu": opts.get("jobs_per_gpu")}
+
+
 def build_context(run: Run, summary: dict, claims_audit: dict | None = None, claims_note: str | None = None) -> dict:
     """Everything the template needs, computed here so the template stays declarative."""
     prov = run.run.get("provenance") or {}
@@ -212,6 +229,7 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "random_init": random_init,
         "verdict": _verdict(run, summary, run.leakage, claims_audit),
         "prov": prov,
+        "execution": execution_view(run),
         "protocol": protocol,
         "class_names": run.class_names,
         "partitions": partitions,
