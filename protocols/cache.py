@@ -1,11 +1,9 @@
 """Decode + resize every image once and keep the uint8 result on disk, keyed by content hash, size and preprocessing.
 
-Preprocessing (PREP_VERSION "1"): full PIL decode (a truncated/corrupt file raises BadInput); conversion to 8 bits:
-grey ("L") and RGB kept, "1" -> "L", 16-bit/32-bit integer grey scaled by 255/65535 with rounding (values
-clipped to 0..65535, so a 12-bit image stays dark rather than being stretched per image), RGBA/LA alpha dropped
-(no compositing), palette and other colour modes converted to RGB by PIL, float images rejected; then a resize to
-size x size (aspect ratio not kept, as in the paper's 224x224 input) with PIL's bilinear filter, which antialiases
-when downscaling (the filter support grows with the reduction factor); grey is replicated to 3 channels last.
+Preprocessing (PREP_VERSION "1"): full PIL decode (a truncated/corrupt file raises BadInput); conversion to 8 bits
+by protocols.imagemode.to_8bit (the same function the near-duplicate hashes use: 16-bit scaled, not clipped);
+then a resize to size x size (aspect ratio not kept, as in the paper's 224x224 input) with PIL's bilinear
+filter, which antialiases when downscaling (the filter support grows with the reduction factor); grey is replicated to 3 channels last.
 
 Cache layout: CACHE/v<PREP_VERSION>/<size>/<sha[:2]>/<sha>.u8 with sha the file's content sha256; each entry is
 b"FBC1" + sha256(payload) + payload (3*size*size bytes, CHW), written to a temp file and renamed. An entry whose
@@ -27,28 +25,11 @@ from PIL import Image, UnidentifiedImageError
 from protocols.atomic import write_bytes
 from protocols.data import DEFAULT_WORKERS, file_sha256
 from protocols.errors import BadInput
+from protocols.imagemode import to_8bit  # the one mode normalisation, shared with protocols/hashing.py
 
 PREP_VERSION = "1"
 MAGIC = b"FBC1"
 _HEADER = len(MAGIC) + 32
-
-
-def to_8bit(im: Image.Image, path="") -> Image.Image:
-    """An "L" or "RGB" image with the conversions documented above."""
-    mode = im.mode
-    if mode in ("L", "RGB"):
-        return im
-    if mode == "1":
-        return im.convert("L")
-    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
-        a = np.asarray(im).astype(np.int64)
-        a = (np.clip(a, 0, 65535) * 255 + 32767) // 65535
-        return Image.fromarray(a.astype(np.uint8), mode="L")
-    if mode == "LA":
-        return im.getchannel("L")
-    if mode == "F":
-        raise BadInput(path, "image", "floating-point images are not supported (export 8- or 16-bit)")
-    return im.convert("RGB")     # RGBA (alpha dropped), P/PA (palette expanded), CMYK, YCbCr, LAB, HSV
 
 
 def decode_resize(path, size: int) -> np.ndarray:

@@ -23,7 +23,9 @@ from scipy.fft import dctn
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from protocols import transforms
 from protocols.errors import BadInput
+from protocols.imagemode import to_gray8
 
 WORK_WIDTH = 192          # frames are shrunk to about this width before masking
 HASH_SIZE = 32            # side of the standardised sector image the hashes are computed from
@@ -32,7 +34,7 @@ THUMB_SIZE = 16           # side of the standardised thumbnail used to verify ca
 NCC_SHIFT = 1             # verification maximises the correlation over +-NCC_SHIFT cell shifts
 # Linking rule: near-duplicates when pHash <= "phash" AND dHash <= "dhash" bits AND thumbnail NCC >= "ncc".
 # Chosen by bench/scripts/leakage_sweep.py (bench/results/leakage_sweep.json "selected"); a test keeps them equal.
-DEFAULT_THRESHOLDS = {"phash": 10, "dhash": 18, "ncc": 0.86}
+DEFAULT_THRESHOLDS = {"phash": 18, "dhash": 22, "ncc": 0.82}
 
 
 # ---------------------------------------------------------------- masking
@@ -90,8 +92,12 @@ def resample(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return rh @ img.astype(np.float32) @ rw.T
 
 
-def standardise_sector(gray: np.ndarray, saturation: int = SATURATION, size: int = HASH_SIZE) -> np.ndarray:
-    """Crop to the sector, neutralise background/text, zero-mean unit-variance, resample to size x size."""
+def standardise_sector(gray: np.ndarray, saturation: int = SATURATION, size: int = HASH_SIZE,
+                       with_mask: bool = False):
+    """Crop to the sector, neutralise background/text, zero-mean unit-variance, resample to size x size.
+
+    with_mask=True returns (sector, mask) with the sector mask resampled to the same grid (> half covered).
+    """
     g = np.asarray(gray, dtype=np.float32)
     m = sector_mask(g, saturation)
     rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
@@ -112,14 +118,18 @@ def standardise_sector(gray: np.ndarray, saturation: int = SATURATION, size: int
         g = np.where(good, g, fill)
     g = resample(g, size, size)
     sd = float(g.std())
-    return (g - g.mean()) / (sd if sd > 1e-6 else 1.0)
+    g = (g - g.mean()) / (sd if sd > 1e-6 else 1.0)
+    return (g, resample(m.astype(np.float32), size, size) > 0.5) if with_mask else g
 
 
 # ---------------------------------------------------------------- decoding
 
-def shrink(im, work_width: int = WORK_WIDTH) -> np.ndarray:
-    """PIL image -> uint8 grey array reduced by an integer factor to about work_width pixels wide."""
-    im = im.convert("L")
+def shrink(im, work_width: int = WORK_WIDTH, path="") -> np.ndarray:
+    """PIL image -> uint8 grey array reduced by an integer factor to about work_width pixels wide.
+
+    Modes are normalised by protocols.imagemode.to_gray8, the function the training cache uses (16-bit scaled).
+    """
+    im = to_gray8(im, path)
     f = max(1, im.width // work_width)
     if f > 1:
         im = im.reduce(f)
@@ -132,17 +142,39 @@ def load_gray(path, work_width: int = WORK_WIDTH) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            im.draft("L", (work_width, work_width))                  # JPEG: decode at reduced scale
-            return shrink(im, work_width)
+            if im.mode in ("L", "RGB"):
+                im.draft("L", (work_width, work_width))              # JPEG: decode at reduced scale
+            return shrink(im, work_width, path)
+    except BadInput:
+        raise
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise BadInput(path, "image", f"cannot decode image ({exc.__class__.__name__}: {exc})") from None
 
 
-def prepare_batch(grays, saturation: int = SATURATION, size: int = HASH_SIZE) -> np.ndarray:
-    """Stack of standardised sectors [N, size, size] float32 from grey frames (arrays of any size)."""
+def prepare_batch(grays, saturation: int = SATURATION, size: int = HASH_SIZE, with_masks: bool = False):
+    """Stack of standardised sectors [N, size, size] float32 from grey frames (arrays of any size).
+
+    with_masks=True returns (sectors, masks) with the sector masks [N, size, size] bool.
+    """
     if len(grays) == 0:
-        return np.zeros((0, size, size), np.float32)
-    return np.stack([standardise_sector(g, saturation, size) for g in grays]).astype(np.float32)
+        z = np.zeros((0, size, size), np.float32)
+        return (z, z.astype(bool)) if with_masks else z
+    if not with_masks:
+        return np.stack([standardise_sector(g, saturation, size) for g in grays]).astype(np.float32)
+    pairs = [standardise_sector(g, saturation, size, with_mask=True) for g in grays]
+    return np.stack([p[0] for p in pairs]).astype(np.float32), np.stack([p[1] for p in pairs])
+
+
+def pixel_digest(grays) -> np.ndarray:
+    """[N] uint64: the first 8 bytes of blake2b over each grey frame's shape and pixels (equal = identical)."""
+    import hashlib
+
+    out = np.empty(len(grays), np.uint64)
+    for k, g in enumerate(grays):
+        a = np.ascontiguousarray(g, dtype=np.uint8)
+        h = hashlib.blake2b(str(a.shape).encode() + a.tobytes(), digest_size=8).digest()
+        out[k] = np.frombuffer(h, dtype=np.uint64)[0]
+    return out
 
 
 # ---------------------------------------------------------------- hashes (vectorised over the batch)
@@ -187,18 +219,53 @@ def thumbnails(x: np.ndarray) -> np.ndarray:
     return t.astype(np.float32)
 
 
-def codes_of(x: np.ndarray) -> dict:
-    """{"phash", "dhash", "thumb"} of a batch of standardised sectors."""
-    return {"phash": phash_batch(x), "dhash": dhash_batch(x), "thumb": thumbnails(x)}
+KEYS = ("phash", "dhash", "thumb", "sector", "mask", "vphash", "vdhash", "digest")
 
 
-def hash_arrays(grays, saturation: int = SATURATION) -> dict:
-    """pHash, dHash and verification thumbnails for in-memory grey frames."""
-    return codes_of(prepare_batch(grays, saturation))
+def codes_of(x: np.ndarray, masks: np.ndarray | None = None) -> dict:
+    """{"phash", "dhash", "thumb"} of a batch of standardised sectors; with their masks also the transform variants.
+
+    With masks: "sector" (float16 [N, 32, 32]), "mask" (packed bits [N, 32, 4]), "vphash"/"vdhash"
+    ([N, V] uint64: pHash/dHash of every transforms.VARIANTS entry), used by near_duplicate_pairs to link
+    mirrored, rotated and cropped/zoomed copies.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    out = {"phash": phash_batch(x), "dhash": dhash_batch(x), "thumb": thumbnails(x)}
+    if masks is not None:
+        nv = len(transforms.VARIANTS)
+        vs = [transforms.variant_batch(x, masks, name) for name in transforms.VARIANT_NAMES] if len(x) else []
+        out["vphash"] = np.stack([phash_batch(v) for v in vs], axis=1) if vs else np.zeros((0, nv), np.uint64)
+        out["vdhash"] = np.stack([dhash_batch(v) for v in vs], axis=1) if vs else np.zeros((0, nv), np.uint64)
+        out["sector"] = x.astype(np.float16)
+        out["mask"] = np.packbits(np.asarray(masks, bool), axis=-1)
+    return out
+
+
+def unpack_masks(codes: dict, rows=slice(None)) -> np.ndarray:
+    """The bool sector masks [n, 32, 32] of codes["mask"] (rows selected)."""
+    return np.unpackbits(codes["mask"][rows], axis=-1, count=HASH_SIZE).astype(bool)
+
+
+def hash_arrays(grays, saturation: int = SATURATION, variants: bool = True) -> dict:
+    """pHash, dHash, verification thumbnails (and transform variants, pixel digests) for in-memory grey frames."""
+    if not variants:
+        return codes_of(prepare_batch(grays, saturation))
+    x, m = prepare_batch(grays, saturation, with_masks=True)
+    return {**codes_of(x, m), "digest": pixel_digest(grays)}
 
 
 def _hash_chunk(paths, work_width, saturation):
-    return codes_of(prepare_batch([load_gray(p, work_width) for p in paths], saturation))
+    return hash_arrays([load_gray(p, work_width) for p in paths], saturation)
+
+
+def _empty_codes() -> dict:
+    nv = len(transforms.VARIANTS)
+    return {"phash": np.zeros(0, np.uint64), "dhash": np.zeros(0, np.uint64),
+            "thumb": np.zeros((0, THUMB_SIZE, THUMB_SIZE), np.float32),
+            "sector": np.zeros((0, HASH_SIZE, HASH_SIZE), np.float16),
+            "mask": np.zeros((0, HASH_SIZE, HASH_SIZE // 8), np.uint8),
+            "vphash": np.zeros((0, nv), np.uint64), "vdhash": np.zeros((0, nv), np.uint64),
+            "digest": np.zeros(0, np.uint64)}
 
 
 def hash_files(paths, *, workers: int | None = None, chunk: int = 64, work_width: int = WORK_WIDTH,
@@ -216,9 +283,8 @@ def hash_files(paths, *, workers: int | None = None, chunk: int = 64, work_width
     if progress:
         print()
     if not out:
-        return {"phash": np.zeros(0, np.uint64), "dhash": np.zeros(0, np.uint64),
-                "thumb": np.zeros((0, THUMB_SIZE, THUMB_SIZE), np.float32)}
-    return {k: np.concatenate([r[k] for r in out]) for k in ("phash", "dhash", "thumb")}
+        return _empty_codes()
+    return {k: np.concatenate([r[k] for r in out]) for k in KEYS}
 
 
 # ---------------------------------------------------------------- pairwise search
@@ -228,83 +294,112 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64)))
 
 
-def link_pairs(phash: np.ndarray, dhash: np.ndarray, thresholds: dict | None = None,
-               block: int = 512, col_block: int = 8192) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All pairs i < j with pHash <= t_p and dHash <= t_d.
+def _pair_block(s, e, qp, qd, p, d, tp, td, upper, col_block, bufs, verify=None):
+    """Pairs (i, j) with i in [s, e) of the query codes, j over the index codes: pHash <= tp, then dHash <= td
+    (then `verify(i, j) -> bool mask`, tile by tile, so unverified candidates never accumulate)."""
+    x64, c8, ok = bufs
+    n = len(p)
+    out_i, out_j = [], []
+    for cs in range(s if upper else 0, n, col_block):
+        ce = min(n, cs + col_block)
+        shape = (e - s, ce - cs)
+        m = shape[0] * shape[1]
+        X, C, K = (buf[:m].reshape(shape) for buf in (x64, c8, ok))
+        np.bitwise_xor(qp[s:e, None], p[None, cs:ce], out=X)
+        np.bitwise_count(X, out=C)
+        np.less_equal(C, tp, out=K)
+        if not K.any():
+            continue
+        ii, jj = np.nonzero(K)
+        ii, jj = ii + s, jj + cs
+        keep = (jj > ii) if upper else (jj != ii)
+        ii, jj = ii[keep], jj[keep]
+        keep = np.bitwise_count(qd[ii] ^ d[jj]) <= td              # dHash only for the pHash survivors
+        ii, jj = ii[keep], jj[keep]
+        if verify is not None and len(ii):
+            keep = verify(ii, jj)
+            ii, jj = ii[keep], jj[keep]
+        out_i.append(ii)
+        out_j.append(jj)
+    return out_i, out_j
 
-    Tiled over (block x col_block) with preallocated buffers, so memory is O(block * col_block) plus the
-    output, never O(n^2). Returns (i, j, d_phash, d_dhash) as int64, int64, uint8, uint8 arrays.
+
+def link_pairs(phash: np.ndarray, dhash: np.ndarray, thresholds: dict | None = None, block: int = 128,
+               col_block: int = 4096, *, query_phash: np.ndarray | None = None, query_dhash: np.ndarray | None = None,
+               upper: bool = True, workers: int = 1, verify=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j) with pHash distance <= t_p and dHash distance <= t_d.
+
+    Without query codes: all pairs i < j of one code set. With query codes (one per frame, e.g. the codes of
+    each frame's mirrored variant): pairs (i, j), i != j, of query i against index j (only j > i when `upper`).
+    Tiled over (block x col_block) with preallocated buffers per thread, so memory is O(block * col_block) plus
+    the output, never O(n^2); row blocks are shared out over `workers` threads (numpy releases the GIL).
+    `verify(i, j) -> bool mask`, when given, filters each tile's candidates before they are kept (memory stays
+    O(tile + kept pairs) however many candidates the thresholds admit).
+    Returns (i, j, d_phash, d_dhash) as int64, int64, uint8, uint8 arrays.
     """
     t = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     tp, td = int(t["phash"]), int(t["dhash"])
     p = np.ascontiguousarray(phash, dtype=np.uint64)
     d = np.ascontiguousarray(dhash, dtype=np.uint64)
+    qp = p if query_phash is None else np.ascontiguousarray(query_phash, dtype=np.uint64)
+    qd = d if query_dhash is None else np.ascontiguousarray(query_dhash, dtype=np.uint64)
+    if len(qp) != len(p) or len(qd) != len(d):
+        raise ValueError("query codes must have one entry per indexed frame")
     n = len(p)
-    x64 = np.empty(block * col_block, np.uint64)
-    c8 = np.empty(block * col_block, np.uint8)
-    ok = np.empty(block * col_block, bool)
-    tmp = np.empty(block * col_block, bool)
-    out_i, out_j = [], []
-    for s in range(0, n, block):
-        e = min(n, s + block)
-        a_p, a_d = p[s:e, None], d[s:e, None]
-        for cs in range(s, n, col_block):
-            ce = min(n, cs + col_block)
-            shape = (e - s, ce - cs)
-            m = shape[0] * shape[1]
-            X, C, K, T = (buf[:m].reshape(shape) for buf in (x64, c8, ok, tmp))
-            np.bitwise_xor(a_p, p[None, cs:ce], out=X)
-            np.bitwise_count(X, out=C)
-            np.less_equal(C, tp, out=K)
-            if not K.any():
-                continue
-            np.bitwise_xor(a_d, d[None, cs:ce], out=X)
-            np.bitwise_count(X, out=C)
-            np.less_equal(C, td, out=T)
-            K &= T
-            ii, jj = np.nonzero(K)
-            ii, jj = ii + s, jj + cs
-            keep = jj > ii
-            out_i.append(ii[keep])
-            out_j.append(jj[keep])
+    starts = list(range(0, n, block))
+    workers = max(1, min(int(workers), len(starts) or 1))
+
+    def run(w):
+        bufs = (np.empty(block * col_block, np.uint64), np.empty(block * col_block, np.uint8),
+                np.empty(block * col_block, bool))
+        oi, oj = [], []
+        for s in starts[w::workers]:
+            a, b = _pair_block(s, min(n, s + block), qp, qd, p, d, tp, td, upper, col_block, bufs, verify)
+            oi += a
+            oj += b
+        return oi, oj
+
+    if workers == 1:
+        res = [run(0)]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            res = list(pool.map(run, range(workers)))
+    out_i = [a for r in res for a in r[0]]
+    out_j = [b for r in res for b in r[1]]
     if not out_i:
         z = np.zeros(0, np.int64)
         return z, z, np.zeros(0, np.uint8), np.zeros(0, np.uint8)
     i = np.concatenate(out_i).astype(np.int64)
     j = np.concatenate(out_j).astype(np.int64)
-    return i, j, hamming(p[i], p[j]).astype(np.uint8), hamming(d[i], d[j]).astype(np.uint8)
+    order = np.lexsort((j, i))
+    i, j = i[order], j[order]
+    return i, j, hamming(qp[i], p[j]).astype(np.uint8), hamming(qd[i], d[j]).astype(np.uint8)
+
+
+def ncc_pairs(a: np.ndarray, b: np.ndarray, shift: int = NCC_SHIFT) -> np.ndarray:
+    """Max over +-shift cell shifts of the Pearson correlation of aligned thumbnail pairs a[k], b[k] (overlap only)."""
+    a_all, b_all = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    h, w = a_all.shape[1:]
+    best = np.full(len(a_all), -1.0, np.float32)
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            x = a_all[:, max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)].reshape(len(a_all), -1)
+            y = b_all[:, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)].reshape(len(a_all), -1)
+            x = x - x.mean(axis=1, keepdims=True)
+            y = y - y.mean(axis=1, keepdims=True)
+            r = np.einsum("ij,ij->i", x, y) / np.sqrt(np.einsum("ij,ij->i", x, x) * np.einsum("ij,ij->i", y, y) + 1e-9)
+            np.maximum(best, r, out=best)
+    return best
 
 
 def ncc(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, shift: int = NCC_SHIFT,
         chunk: int = 65536) -> np.ndarray:
     """Max over +-shift cell shifts of the Pearson correlation of thumbnails i and j (overlap only); float32."""
     th = np.asarray(thumbs, np.float32)
-    h, w = th.shape[1:]
     out = np.empty(len(i), np.float32)
     for s in range(0, len(i), chunk):
-        a_all, b_all = th[i[s:s + chunk]], th[j[s:s + chunk]]
-        best = np.full(len(a_all), -1.0, np.float32)
-        for dy in range(-shift, shift + 1):
-            for dx in range(-shift, shift + 1):
-                a = a_all[:, max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)].reshape(len(a_all), -1)
-                b = b_all[:, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)].reshape(len(a_all), -1)
-                a = a - a.mean(axis=1, keepdims=True)
-                b = b - b.mean(axis=1, keepdims=True)
-                r = np.einsum("ij,ij->i", a, b) / np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b) + 1e-9)
-                np.maximum(best, r, out=best)
-        out[s:s + chunk] = best
+        out[s:s + chunk] = ncc_pairs(th[i[s:s + chunk]], th[j[s:s + chunk]], shift)
     return out
-
-
-def near_duplicate_pairs(codes: dict, thresholds: dict | None = None) -> tuple[np.ndarray, ...]:
-    """Two-stage linking: hash candidates, verified by thumbnail NCC. Returns (i, j, d_phash, d_dhash, ncc)."""
-    t = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    i, j, dp, dd = link_pairs(codes["phash"], codes["dhash"], t)
-    if t.get("ncc") is None or "thumb" not in codes:
-        return i, j, dp, dd, np.full(len(i), np.nan, np.float32)
-    r = ncc(codes["thumb"], i, j)
-    keep = r >= float(t["ncc"])
-    return i[keep], j[keep], dp[keep], dd[keep], r[keep]
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:

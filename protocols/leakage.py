@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import time
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 
-from protocols import hashing
+from protocols import hashing, neardup
 from protocols.errors import BadInput
 
 SCHEMA = "fibrobench.leakage/1"
@@ -41,17 +42,30 @@ def compute_hashes(df: pd.DataFrame, workers: int | None = None, progress: bool 
     return hashing.hash_files(df["path"].tolist(), workers=workers, progress=progress)
 
 
-def _edges(hashes: dict, features, thresholds: dict):
-    """Linked pairs (i, j, d_phash, d_dhash, ncc): hash candidates verified by thumbnail NCC (+ cosine links)."""
-    i, j, dp, dd, r = hashing.near_duplicate_pairs(hashes, thresholds)
+def _edges(hashes: dict, features, thresholds: dict, workers: int | None = None) -> dict:
+    """Links {"i", "j", "phash", "dhash", "ncc", "transform"} (protocols/neardup.py), plus embedding-cosine links.
+
+    A cosine-only link (no hash link) is labelled "same-patient motion": similar content, not a copy.
+    """
+    workers = int(workers) if workers else min(2, os.cpu_count() or 1)
+    links = neardup.near_duplicate_pairs(hashes, thresholds, workers=max(1, workers))
     if features is not None and thresholds.get("cosine") is not None:
         ci, cj = hashing.cosine_pairs(np.asarray(features), float(thresholds["cosine"]))
-        pairs = np.unique(np.concatenate([np.stack([i, j], 1), np.stack([ci, cj], 1)]), axis=0)
-        i, j = pairs[:, 0], pairs[:, 1]
-        dp = hashing.hamming(hashes["phash"][i], hashes["phash"][j])
-        dd = hashing.hamming(hashes["dhash"][i], hashes["dhash"][j])
-        r = hashing.ncc(hashes["thumb"], i, j) if "thumb" in hashes else np.full(len(i), np.nan, np.float32)
-    return i, j, dp, dd, r
+        n = len(hashes["phash"])
+        known = set((links["i"] * n + links["j"]).tolist())
+        new = np.array([k not in known for k in (ci * n + cj).tolist()], bool)
+        ci, cj = ci[new], cj[new]
+        extra = {"i": ci, "j": cj, "phash": hashing.hamming(hashes["phash"][ci], hashes["phash"][cj]).astype(np.uint8),
+                 "dhash": hashing.hamming(hashes["dhash"][ci], hashes["dhash"][cj]).astype(np.uint8),
+                 "ncc": hashing.ncc(hashes["thumb"], ci, cj) if "thumb" in hashes else np.full(len(ci), np.nan, np.float32),
+                 "transform": np.full(len(ci), neardup.FAMILIES.index("same-patient motion"), np.uint8)}
+        links = {k: np.concatenate([links[k], extra[k]]) for k in links}
+    return links
+
+
+def compute_links(hashes: dict, features=None, thresholds: dict | None = None, workers: int | None = None) -> dict:
+    """The verified, transform-labelled links of hashed frames (pass to audit_splits(links=...) to reuse them)."""
+    return _edges(hashes, features, _thresholds(thresholds), workers)
 
 
 def _thresholds(thresholds: dict | None) -> dict:
@@ -83,8 +97,8 @@ def find_clusters(df: pd.DataFrame, *, thresholds: dict | None = None, features=
     """{image_id: cluster_id} of near-duplicate clusters (pseudo-patients); patient IDs are never used."""
     t = _thresholds(thresholds)
     hashes = hashes if hashes is not None else compute_hashes(df, workers)
-    i, j = _edges(hashes, features, t)[:2]
-    lab = _relabel(hashing.components(len(df), i, j))
+    links = _edges(hashes, features, t, workers)
+    lab = _relabel(hashing.components(len(df), links["i"], links["j"]))
     return {str(k): int(c) for k, c in zip(df["image_id"], lab)}
 
 
@@ -143,7 +157,7 @@ def near_duplicates(df: pd.DataFrame, splits: dict, clusters: np.ndarray, links,
     """Per partition pair: eval images whose duplicate cluster also has a training image; example pairs."""
     ids = df["image_id"].astype(str).to_numpy()
     row = {k: n for n, k in enumerate(ids)}
-    li, lj, dp, dd, rr = links
+    li, lj, dp, dd, rr, tf = (links[k] for k in ("i", "j", "phash", "dhash", "ncc", "transform"))
     pairs, examples = [], []
     for pp in partition_pairs(splits):
         tr = np.array([row[i] for i in pp["train"]], dtype=np.int64)
@@ -168,6 +182,7 @@ def near_duplicates(df: pd.DataFrame, splits: dict, clusters: np.ndarray, links,
                     continue
                 seen.add(a)
                 ex = {"partition": "holdout", "eval_id": ids[a], "train_id": ids[b],
+                      "transform": neardup.FAMILIES[int(tf[k])],
                       "phash_distance": int(dp[k]), "dhash_distance": int(dd[k]),
                       "ncc": None if np.isnan(rr[k]) else round(float(rr[k]), 4)}
                 if thumbs:
@@ -176,7 +191,45 @@ def near_duplicates(df: pd.DataFrame, splits: dict, clusters: np.ndarray, links,
                 examples.append(ex)
                 if len(examples) >= n_examples:
                     break
-    return {"n_links": int(len(li)), "pairs": pairs, "examples": examples}
+    by = np.bincount(tf.astype(np.int64), minlength=len(neardup.FAMILIES))
+    return {"n_links": int(len(li)), "by_transform": {f: int(c) for f, c in zip(neardup.FAMILIES, by)},
+            "links": [[ids[a], ids[b], neardup.FAMILIES[int(c)], None if np.isnan(r) else round(float(r), 4)]
+                      for a, b, c, r in zip(li, lj, tf, rr)],
+            "pairs": pairs, "examples": examples}
+
+
+def label_conflicts(df: pd.DataFrame, links: dict, max_pairs: int = 200, thumbs: bool = False,
+                    n_thumbs: int = 6) -> dict:
+    """Copies (links of a copy family: identical, photometric, mirrored, rotated, cropped/zoomed) whose two frames
+    carry different labels: one image under two classes. Same-patient-motion links are not counted (another
+    frame of a scene is not a copy, and the detector's rare false links are of that kind)."""
+    ids = df["image_id"].astype(str).to_numpy()
+    y = df["label"].astype(str).to_numpy()
+    copy = np.isin(links["transform"], [neardup.FAMILIES.index(f) for f in neardup.COPY_FAMILIES])
+    bad = np.flatnonzero(copy & (y[links["i"]] != y[links["j"]]))
+    bad = bad[np.argsort(-np.nan_to_num(links["ncc"][bad], nan=-2.0), kind="stable")]
+    pairs = []
+    for n, k in enumerate(bad[:max_pairs]):
+        a, b = int(links["i"][k]), int(links["j"][k])
+        r = float(links["ncc"][k])
+        e = {"a_id": ids[a], "a_label": y[a], "b_id": ids[b], "b_label": y[b],
+             "transform": neardup.FAMILIES[int(links["transform"][k])], "ncc": None if np.isnan(r) else round(r, 4)}
+        if thumbs and n < n_thumbs:
+            e["a_thumb"], e["b_thumb"] = thumbnail(df["path"].iloc[a]), thumbnail(df["path"].iloc[b])
+        pairs.append(e)
+    imgs = np.unique(np.concatenate([links["i"][bad], links["j"][bad]])) if len(bad) else np.zeros(0, np.int64)
+    return {"n_pairs": int(len(bad)), "n_images": int(len(imgs)), "images": [ids[k] for k in imgs[:1000]],
+            "pairs": pairs}
+
+
+def gate_failures(audit: dict) -> list[str]:
+    """What a leakage gate fails on: the leakage verdict's reasons, and label conflicts (their own finding)."""
+    out = list(audit.get("reasons", [])) if audit.get("verdict") == "leak" else []
+    lc = audit.get("label_conflicts") or {}
+    if lc.get("n_pairs"):
+        out.append(f"label conflicts: {lc['n_pairs']} pair(s) of copied frames carry different labels "
+                   f"({lc.get('n_images', 0)} images)")
+    return out
 
 
 def pair_agreement(groups_true, groups_pred) -> dict:
@@ -296,7 +349,7 @@ def _check_splits(df: pd.DataFrame, splits: dict, where) -> None:
 def audit_splits(df: pd.DataFrame, splits: dict, data_root=None, *, features=None, thresholds: dict | None = None,
                  probe: bool = True, linear_probe: bool = False, hashes: dict | None = None,
                  feature_info: dict | None = None, n_examples: int = 6, thumbs: bool = True,
-                 workers: int | None = None, splits_path="splits.json") -> dict:
+                 workers: int | None = None, splits_path="splits.json", links: dict | None = None) -> dict:
     """The leakage.json content for one split of the manifest df (see module docstring / docs/leakage.md).
 
     features: optional [N, D] embedding (df row order); used for the 1-NN probe (cosine), the linear probe,
@@ -316,8 +369,8 @@ def audit_splits(df: pd.DataFrame, splits: dict, data_root=None, *, features=Non
     hashes = hashes if hashes is not None else compute_hashes(df, workers)
     timing["hash_s"] = time.perf_counter() - s
     s = time.perf_counter()
-    links = _edges(hashes, features, t)
-    lab = _relabel(hashing.components(len(df), links[0], links[1]))
+    links = links if links is not None else _edges(hashes, features, t, workers)
+    lab = _relabel(hashing.components(len(df), links["i"], links["j"]))
     timing["compare_s"] = time.perf_counter() - s
     ids = df["image_id"].astype(str).tolist()
     clusters = {k: int(c) for k, c in zip(ids, lab)}
@@ -326,6 +379,7 @@ def audit_splits(df: pd.DataFrame, splits: dict, data_root=None, *, features=Non
     s = time.perf_counter()
     overlap = patient_overlap(df, splits)
     dups = near_duplicates(df, splits, lab, links, n_examples=n_examples, thumbs=thumbs)
+    conflicts = label_conflicts(df, links, thumbs=thumbs)
     timing["partitions_s"] = time.perf_counter() - s
     agree = pair_agreement(df["patient_id"].astype(str), lab) if _has_patients(df) else None
 
@@ -364,6 +418,7 @@ def audit_splits(df: pd.DataFrame, splits: dict, data_root=None, *, features=Non
     return {
         "schema": SCHEMA,
         "verdict": "leak" if reasons else "clean",
+        "label_conflicts": conflicts,
         "reasons": reasons,
         "data": {"root": str(data_root) if data_root is not None else str(df.attrs.get("root", "")),
                  "n_images": len(df), "has_patient_id": _has_patients(df)},

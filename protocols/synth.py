@@ -6,8 +6,9 @@ Layout written (see protocols/synth_render.py for the image physics):
                               With hide_patient_id the patient_id column is left out (like the public dataset)
                               and the truth goes to OUT/patients_truth.csv (path, patient_id) for auditing tools.
   OUT/synth.json              schema "fibrobench.synth/1": generator version, parameters, counts, provenance.
-The whole tree is written into a hidden sibling folder and renamed into place at the end, so an interrupted run
-never leaves a folder that looks like a complete dataset.
+The whole tree is written into a hidden sibling folder (.OUT.tmp-<host>-<pid>-<random>) and renamed into place at
+the end, so an interrupted run never leaves a folder that looks like a complete dataset; Ctrl-C and SIGTERM remove it
+at once, and the next synth into OUT removes those left by a killed process (kill -9) on this host.
 
 Cohort: one patient per stage, the others allocated in the proportions of the public dataset's images (2,114 /
 861 / 793 / 857 / 1,698 of 6,323, largest-remainder rounding), so no class is ever empty; each patient has 1 + Poisson(6) frames (mean 7, at most 16),
@@ -16,10 +17,13 @@ independent of site and scanner. Same seed -> same cohort and byte-identical PNG
 """
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import math
 import os
 import shutil
+import socket
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
@@ -114,6 +118,37 @@ def _check_target(out: Path, overwrite: bool) -> None:
                                           "(no synth.json)")
 
 
+_TMP = ".tmp-"    # OUT is written as .OUT.tmp-<host>-<pid>-<random> beside it, then renamed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # someone else's process
+        return True
+    return True
+
+
+def clean_stale_tmp(out: Path) -> list[Path]:
+    """Remove the hidden temporary folders of earlier `synth` runs into `out` whose process (on this host) is gone
+    (killed with SIGKILL, or the machine went down); a folder of a live process or of another host is left alone."""
+    removed = []
+    host = socket.gethostname()
+    for p in Path(out).parent.glob(f".{glob.escape(Path(out).name)}{_TMP}*"):
+        parts = p.name[len(f".{Path(out).name}{_TMP}"):].rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or not p.is_dir():
+            continue
+        if not _alive(int(parts[1])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    if removed:
+        logging.getLogger("fibrobench.synth").info("removed %d unfinished temporary folder(s) of an interrupted "
+                                                   "synth run: %s", len(removed), ", ".join(map(str, removed)))
+    return removed
+
+
 def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0, size=(800, 600),
                      effect_size: float = 1.0, hide_patient_id: bool = False, overlay: bool = True,
                      progress: bool = False, workers: int = 1, overwrite: bool = False,
@@ -143,7 +178,8 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
     width = max(6, len(str(total)))
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    clean_stale_tmp(out)
+    tmp = out.parent / f".{out.name}{_TMP}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         for c in CLASS_NAMES:
             (tmp / c).mkdir(parents=True)
@@ -206,4 +242,9 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
 def read_synth_info(root) -> dict | None:
     """synth.json of a generated dataset, or None when the folder was not written by the generator."""
     p = Path(root) / "synth.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(p, None, f"not valid JSON ({exc})") from None

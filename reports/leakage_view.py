@@ -84,8 +84,18 @@ def leakage_context(leak: dict, path="leakage.json") -> dict:
         thumbs = [e.get("eval_thumb"), e.get("train_thumb")]
         safe = [t if isinstance(t, str) and _DATA_URI.match(t) else None for t in thumbs]
         examples.append({"eval_id": e.get("eval_id"), "train_id": e.get("train_id"),
+                         "transform": e.get("transform"),
                          "phash": e.get("phash_distance"), "dhash": e.get("dhash_distance"), "ncc": e.get("ncc"),
                          "eval_thumb": safe[0], "train_thumb": safe[1]})
+    lc = leak.get("label_conflicts") or {}
+    conflicts = None
+    if lc:
+        conflicts = {"n_pairs": int(lc.get("n_pairs", 0)), "n_images": int(lc.get("n_images", 0)), "pairs": []}
+        for q in lc.get("pairs", [])[:50]:
+            t = [q.get("a_thumb"), q.get("b_thumb")]
+            conflicts["pairs"].append({**{k: q.get(k) for k in ("a_id", "a_label", "b_id", "b_label", "transform", "ncc")},
+                                       "a_thumb": t[0] if isinstance(t[0], str) and _DATA_URI.match(t[0]) else None,
+                                       "b_thumb": t[1] if isinstance(t[1], str) and _DATA_URI.match(t[1]) else None})
     rows = []
     by_name = {p["name"]: p for p in overlap_pairs}
     for p in pairs:
@@ -117,6 +127,8 @@ def leakage_context(leak: dict, path="leakage.json") -> dict:
         "detector": leak.get("detector_vs_patients"),
         "rows": rows,
         "examples": examples,
+        "by_transform": {k: v for k, v in (nd.get("by_transform") or {}).items() if v},
+        "label_conflicts": conflicts,
         "probes": probe_rows,
         "figures": {"near_duplicates": near_duplicate_figure(pairs, overlap_pairs),
                     "probe": probe_figure(probes)},

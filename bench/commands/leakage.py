@@ -5,6 +5,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.funnel import nonneg_int, positive_int
+
 NAME = "leakage"
 HELP = "audit splits for patient overlap, near-duplicate frames and probe-measured leakage"
 DESCRIPTION = (
@@ -12,8 +14,10 @@ DESCRIPTION = (
     "with sector-masked perceptual hashes (pHash + dHash; optional backbone embeddings), reports per partition "
     "pair how many evaluation images have a near-duplicate in training, and measures the accuracy of a 1-NN "
     "probe under the audited split versus a patient/cluster-level split. Without --splits it audits an "
-    "image-level split (what the paper did) and compares it with a patient/cluster-level one. "
-    "Exit 0 clean (or leak without --fail-on-leak), 1 leak with --fail-on-leak, 2 bad input."
+    "image-level split (what the paper did) and compares it with a patient/cluster-level one. Copies are found "
+    "under mirroring, rotation and crop/zoom too, each link labelled with its transform; copied frames under "
+    "different labels are reported as label conflicts. Exit 0 clean (or findings without --fail-on-leak), "
+    "1 leak or label conflicts with --fail-on-leak, 2 bad input."
 )
 
 
@@ -27,7 +31,7 @@ def add_arguments(p):
     p.add_argument("--weights", default="imagenet",
                    help="backbone weights for --embed: imagenet (local cache only), a path, or none (random init)")
     p.add_argument("--linear-probe", action="store_true", help="logistic-regression probe on --embed features")
-    p.add_argument("--fail-on-leak", action="store_true", help="exit 1 when the verdict is leak")
+    p.add_argument("--fail-on-leak", action="store_true", help="exit 1 when the verdict is leak or there are label conflicts")
     p.add_argument("--phash-threshold", type=int, help="max pHash Hamming distance to link two frames (default: swept)")
     p.add_argument("--dhash-threshold", type=int, help="max dHash Hamming distance to link two frames (default: swept)")
     p.add_argument("--cosine", type=float, help="also link frames whose embedding cosine >= this (needs --embed)")
@@ -35,10 +39,10 @@ def add_arguments(p):
                    help="fraction of eval images with a near-duplicate in training tolerated as clean (default 0.01)")
     p.add_argument("--no-probe", action="store_true", help="skip the 1-NN probe")
     p.add_argument("--no-thumbs", action="store_true", help="no thumbnails of example pairs in the JSON")
-    p.add_argument("--seed", type=int, default=0, help="split seed when no --splits (default: 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="split seed when no --splits (default: 0)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="holdout fraction when no --splits (default: 0.2)")
     p.add_argument("--folds", type=int, default=5, help="folds when no --splits (default: 5)")
-    p.add_argument("--workers", type=int, default=None, help="decode/hash threads (default: min(4, CPUs))")
+    p.add_argument("--workers", type=positive_int, default=None, help="decode/hash threads (default: min(4, CPUs))")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device for --embed")
 
 
@@ -66,6 +70,17 @@ def _summary(res: dict, title: str) -> list[str]:
                          f"{100 * pr['group_split']['holdout']:.1f} % (gap {100 * pr['gap_holdout']:+.1f} points)")
     for r in res["reasons"][:5]:
         lines.append(f"  - {r}")
+    by = res["near_duplicates"].get("by_transform")
+    if by:
+        lines.append("  links by transform: " + ", ".join(f"{k} {v}" for k, v in by.items() if v))
+    lc = res.get("label_conflicts")
+    if lc and lc["n_pairs"]:
+        lines.append(f"  LABEL CONFLICTS: {lc['n_pairs']} pair(s) of copied frames carry different labels "
+                     f"({lc['n_images']} images), e.g. " + "; ".join(
+                         f"{p['a_id']} ({p['a_label']}) ~ {p['b_id']} ({p['b_label']}) [{p['transform']}]"
+                         for p in lc["pairs"][:3]))
+    elif lc is not None:
+        lines.append("  label conflicts: none")
     return lines
 
 
@@ -123,9 +138,10 @@ def main(args) -> int:
 
     t_hash = time.perf_counter()
     hashes = leakage.compute_hashes(df, args.workers, progress=sys.stderr.isatty())
+    links = leakage.compute_links(hashes, features, thresholds, args.workers)    # once, for both audits
     t_hash = time.perf_counter() - t_hash
     common = dict(features=features, thresholds=thresholds, probe=not args.no_probe, linear_probe=args.linear_probe,
-                  hashes=hashes, feature_info=info, thumbs=not args.no_thumbs, workers=args.workers)
+                  hashes=hashes, feature_info=info, thumbs=not args.no_thumbs, workers=args.workers, links=links)
     if args.splits:
         splits = _load_splits(args.splits, df)
         res = leakage.audit_splits(df, splits, data, splits_path=args.splits, **common)
@@ -141,7 +157,7 @@ def main(args) -> int:
         lines = _summary(res, "image-level split (as in the paper)") + [
             f"{group_split['level']}-level split: {other['verdict'].upper()}; test images with a near-duplicate in "
             f"trainval: {other['near_duplicates']['pairs'][0]['eval_with_duplicate_in_train']}"]
-    res["timing"]["hash_s"] = round(t_hash, 3)               # hashed once here, before the audits
+    res["timing"]["hash_s"] = round(t_hash, 3)     # hashed and linked once here, before the audits
     res["timing"]["command_s"] = round(time.perf_counter() - t0, 3)
     seeds = {"split": res["split"]["seed"]}
     res["provenance"] = collect(getattr(args, "argv", None), device=args.device, seeds=seeds)
@@ -149,4 +165,4 @@ def main(args) -> int:
         write_json(args.json, res)
         lines.append(f"wrote {args.json}")
     print("\n".join(lines))
-    return 1 if args.fail_on_leak and res["verdict"] == "leak" else 0
+    return 1 if args.fail_on_leak and leakage.gate_failures(res) else 0
