@@ -12,8 +12,8 @@ DESCRIPTION = (
     "Generates a small synthetic B-mode ultrasound dataset, trains the smoke protocol twice -- split by image "
     "as the paper did (ResNet-50 and ResNet-50+CBAM) and split by patient (ResNet-50) -- audits the image-level "
     "splits for leakage, audits the image-level models for shortcuts (tissue vs frame), measures latency, audits "
-    "the target paper's claims and renders one self-contained report.html that opens with the image- vs patient-level gap and the leakage probe's prediction of it. "
-    "A smoke run is not a reproduction."
+    "the target paper's claims and renders one self-contained report.html that opens with the image- vs "
+    "patient-level gap and the leakage probe's prediction of it. A smoke run is not a reproduction."
 )
 
 
