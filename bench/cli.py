@@ -18,8 +18,8 @@ import traceback
 import warnings
 
 # order = order in --help; module names are stable, the CLI contract lives in docs/design.md
-COMMANDS = ["synth", "models", "weights", "run", "leakage", "latency", "audit_claims", "report", "gate", "demo",
-            "new_paper"]
+COMMANDS = ["synth", "models", "weights", "run", "leakage", "shortcuts", "latency", "audit_claims", "report", "gate",
+            "demo", "new_paper"]
 
 
 class _Stderr(logging.Handler):

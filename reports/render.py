@@ -16,6 +16,8 @@ from reports.errors import ReportInputError
 from reports.leakage_view import leakage_context
 from reports.split_gap import load as split_gap_load
 from reports.rundir import Run, load_run
+from reports.shortcuts_view import load as load_shortcuts
+from reports.shortcuts_view import verdict_lines as shortcut_lines
 from reports.summary import summarize_loaded
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -217,6 +219,7 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
                            if isinstance(r.get("val_acc"), float)] for f in mr.folds}
               for m, mr in run.models.items()}
     leakage_view, leakage_error = _leakage_view(run)
+    shortcuts_doc, shortcuts_view, shortcuts_error = load_shortcuts(run.path)
     protocol = run.run.get("protocol") or {}
     random_init = summary["random_init"]
     return {
@@ -227,7 +230,9 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "summary": summary,
         "smoke": summary["smoke"],
         "random_init": random_init,
-        "verdict": _verdict(run, summary, run.leakage, claims_audit),
+        "verdict": _verdict(run, summary, run.leakage, claims_audit) + (
+            shortcut_lines(shortcuts_doc) if shortcuts_doc else
+            [f"Shortcut audit: {shortcuts_error or 'not run (fibrobench shortcuts RUN_DIR)'}."]),
         "prov": prov,
         "execution": execution_view(run),
         "protocol": protocol,
@@ -238,6 +243,8 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "leakage": run.leakage,
         "leakage_view": leakage_view,
         "leakage_error": leakage_error,
+        "shortcuts_view": shortcuts_view,
+        "shortcuts_error": shortcuts_error,
         "split_gap": split_gap_load(run.path),     # the demo's image- vs patient-level table, when present
         "task": summary["task"],
         "words": task_words(summary["task"]),

@@ -31,6 +31,11 @@ def add_arguments(p):
     p.add_argument("--size", default="800x600", help="frame size WIDTHxHEIGHT (default 800x600)")
     p.add_argument("--effect-size", type=float, default=1.0,
                    help="strength of the stage-dependent echotexture; 0 = images carry no label information")
+    p.add_argument("--shortcut", default="none", choices=["none", "text", "device", "border"],
+                   help="plant a label-correlated cue outside the tissue: a burned-in text marker, scanners assigned "
+                        "by stage, or a grey-level change outside the sector (default: none)")
+    p.add_argument("--shortcut-strength", type=float, default=1.0,
+                   help="probability that a patient's cue shows its own stage (else a random one); default 1")
     p.add_argument("--no-patient-id", action="store_true",
                    help="leave patient_id out of manifest.csv (like the public dataset); truth -> patients_truth.csv")
     p.add_argument("--no-overlay", action="store_true", help="no burned-in text, depth scale or grey bar")
@@ -51,7 +56,8 @@ def main(args) -> int:
     df = generate_dataset(args.out_dir, n_patients=args.patients, seed=args.seed, size=size,
                           effect_size=args.effect_size, hide_patient_id=args.no_patient_id,
                           overlay=not args.no_overlay, progress=not args.quiet and sys.stderr.isatty(),
-                          workers=args.workers, overwrite=args.overwrite, provenance=prov)
+                          workers=args.workers, overwrite=args.overwrite, provenance=prov,
+                          shortcut=args.shortcut, shortcut_strength=args.shortcut_strength)
     counts = df["label"].value_counts().sort_index()
     print(f"wrote {len(df)} frames of {df['patient_id'].nunique()} patients to {args.out_dir} "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
