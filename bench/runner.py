@@ -267,6 +267,13 @@ def read_run(run_dir) -> tuple[dict, Protocol]:
     p = from_dict(run["protocol"], source=str(run_path))
     if protocol_sha256(p) != run["protocol_sha256"]:
         raise BadInput(run_path, "protocol_sha256", "does not match the recorded protocol")
+    if p.task is None:   # made before tasks were protocol data: the task is read from its splits, as reports do
+        from reports.task import task_of
+
+        splits_path = Path(run_dir) / "splits.json"
+        task = task_of(run, class_names(read_json(splits_path), splits_path), splits_path).to_dict()
+        task = {k: v for k, v in task.items() if k != "source" and v is not None and v != {}}
+        p = from_dict({**run["protocol"], "task": task}, source=str(run_path))
     return run, p
 
 

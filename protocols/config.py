@@ -123,7 +123,10 @@ class Protocol:
         d["models"] = list(self.models)
         d["data"]["mean"] = list(self.data.mean)
         d["data"]["std"] = list(self.data.std)
-        d["task"] = self.task.to_dict() if self.task else None
+        if self.task is None:   # hashed only when set: run dirs made before the task section keep their hash
+            del d["task"]
+        else:
+            d["task"] = self.task.to_dict()
         if d["train"]["compile"] == "none":   # hashed only when set: run dirs made before the field keep their hash
             del d["train"]["compile"]
         return d
