@@ -1,7 +1,9 @@
 """The `fibrobench` command line: one argparse subcommand per module `bench/commands/<name>.py`.
 
 Each command module defines `NAME`, `HELP`, `add_arguments(parser)` and `main(args) -> int`.
-Errors whose class carries `exit_code = 2` (bad input) print one line and exit 2.
+Every exception that escapes a command goes through `run_command` and bench/funnel.py: bad input (errors with
+`exit_code = 2`, OS errors on paths the user named) prints one line and exits 2; anything else is a bug: its
+traceback is printed and the exit code is 3.
 Diagnostics go through `logging` (loggers under "fibrobench"), shown on stderr as "fibrobench <part>: message";
 results go to stdout with print.
 """
@@ -10,11 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import traceback
+import warnings
 
 # order = order in --help; module names are stable, the CLI contract lives in docs/design.md
-COMMANDS = ["synth", "models", "weights", "run", "leakage", "latency", "audit_claims", "report", "gate", "demo",
-            "new_paper"]
+COMMANDS = ["synth", "models", "weights", "run", "leakage", "shortcuts", "latency", "audit_claims", "report", "gate",
+            "demo", "new_paper"]
 
 
 class _Stderr(logging.Handler):
@@ -47,10 +52,24 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.propagate = False
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings (Pillow's, scikit-learn's...) as one log line each instead of two raw lines with source code."""
+    logging.getLogger("fibrobench.warning").warning("%s: %s", category.__name__, " ".join(str(message).split()))
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors on one line (`fibrobench run: error: argument --seed: ...`), exit 2."""
+
+    def error(self, message: str):
+        from bench.funnel import BAD_INPUT, one_line
+
+        self.exit(BAD_INPUT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bench import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fibrobench",
         description="Benchmark and reproducibility audit suite for medical-image classification claims.",
     )
@@ -64,6 +83,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum, frame):  # SIGTERM (kill, Slurm's time limit): unwind so `finally` blocks clean up
+    raise SystemExit(143)
+
+
+def run_command(args, parser=None) -> int:
+    """Run the parsed command; every exception becomes one message and an exit code (bench/funnel.py)."""
+    from bench import funnel
+
+    try:
+        if parser is not None:
+            funnel.check_outputs(args, parser)
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        print("fibrobench: interrupted", file=sys.stderr)
+        return funnel.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place exceptions become messages
+        code, msg = funnel.classify(exc, args)
+        if msg is None:
+            traceback.print_exc()
+            print(f"fibrobench {args.command}: internal error ({type(exc).__name__}); this is a bug, please report "
+                  "it with the traceback above", file=sys.stderr)
+        else:
+            print(f"fibrobench {args.command}: error: {msg}", file=sys.stderr)
+        return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -71,17 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:                # a real process, not a test (pytest keeps its own warning and signal handling)
+        warnings.showwarning = _warning_line
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminated)
     configure_logging()
-    try:
-        return int(args._main(args) or 0)
-    except KeyboardInterrupt:
-        print("fibrobench: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - only bad-input errors are turned into exit 2
-        if getattr(exc, "exit_code", None) == 2:
-            print(f"fibrobench {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    return run_command(args, parser)
 
 
 if __name__ == "__main__":

@@ -125,14 +125,65 @@ def snapshot(run_dir, latency_path=None, summarize=None, command=None) -> dict:
             "latency": latency, "provenance": collect(command)}
 
 
+def check_metrics(metrics, path, field: str = "metrics") -> None:
+    """{model: {metric: {"value": finite number or null, "ci": [lo, hi] of finite numbers or nulls}}}, at least one
+    value: anything else (a string, inf, NaN, an empty mapping) is BadInput naming the key."""
+    if not isinstance(metrics, dict):
+        raise BadInput(path, field, "missing or not a mapping")
+    n = 0
+    for model, mets in metrics.items():
+        if not isinstance(mets, dict):
+            raise BadInput(path, f"{field}.{model}", "expected a mapping of metric name to {value, ci}")
+        for metric, entry in mets.items():
+            where = f"{field}.{model}.{metric}"
+            if not isinstance(entry, dict) or "value" not in entry:
+                raise BadInput(path, where, "expected a mapping with 'value' (and 'ci')")
+            ci = entry.get("ci")
+            if ci is not None and (not isinstance(ci, list) or len(ci) != 2):
+                raise BadInput(path, f"{where}.ci", f"expected [low, high], got {ci!r}")
+            for key, x in [("value", entry["value"]), *((f"ci[{i}]", c) for i, c in enumerate(ci or []))]:
+                if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)):
+                    raise BadInput(path, f"{where}.{key}", f"expected a finite number or null, got {x!r}")
+            n += entry["value"] is not None
+    if n == 0:
+        raise BadInput(path, field, "no metric values: a baseline must hold the metrics of at least one model "
+                                    "(was it written from a failed or empty run?)")
+
+
 def load_baseline(path) -> dict:
     path = Path(path)
     base = _read_json(path, "baseline")
     if base.get("schema") != BASELINE_SCHEMA:
         raise BadInput(path, "schema", f"expected {BASELINE_SCHEMA!r}, got {base.get('schema')!r}")
-    if not isinstance(base.get("metrics"), dict):
-        raise BadInput(path, "metrics", "missing or not a mapping")
+    check_metrics(base.get("metrics"), path)
     return base
+
+
+def check_metric_names(base: dict, metrics: list[str] | None, path) -> None:
+    """--metrics names metrics that the baseline holds; without --metrics, at least one baseline metric has a
+    known direction (otherwise nothing would be compared)."""
+    held = sorted({m for mets in base["metrics"].values() for m in mets})
+    if metrics is not None:
+        unknown = [m for m in metrics if m not in held]
+        if unknown or not metrics:
+            raise BadInput("<command line>", "--metrics", f"unknown metric(s) {unknown or metrics}; the baseline "
+                                                          f"holds: {', '.join(held)}")
+    elif not set(held) & (HIGHER_IS_BETTER | LOWER_IS_BETTER):
+        raise BadInput(path, "metrics", f"none of {held} has a known direction; name the ones to gate with --metrics")
+
+
+def baseline_from_run(snap: dict, run_dir) -> dict:
+    """The snapshot to store as a baseline: only from a complete run, undefined (non-finite) values as null."""
+    status = _read_json(Path(run_dir) / "run.json", "run.json").get("status")
+    if status != "complete":
+        raise BadInput(Path(run_dir) / "run.json", "status", f"the run is {status!r}, not 'complete': a baseline "
+                                                             "must come from a complete run")
+    for mets in snap["metrics"].values():
+        for entry in mets.values():
+            entry["value"] = entry["value"] if entry["value"] is not None and math.isfinite(entry["value"]) else None
+            entry["ci"] = [c if c is not None and math.isfinite(c) else None for c in entry["ci"]]
+    check_metrics(snap["metrics"], run_dir, "metrics")
+    return snap
 
 
 # ---------------------------------------------------------------- comparison (pure)
@@ -151,8 +202,8 @@ def parse_metric_tol(text) -> dict:
             out[key or "default"] = float(val)
         except ValueError:
             raise BadInput("<command line>", "--metric-tol", f"not a number: {part!r}") from None
-        if out[key or "default"] < 0:
-            raise BadInput("<command line>", "--metric-tol", f"must be >= 0: {part!r}")
+        if not math.isfinite(out[key or "default"]) or out[key or "default"] < 0:
+            raise BadInput("<command line>", "--metric-tol", f"must be a finite number >= 0: {part!r}")
     return out
 
 

@@ -59,9 +59,21 @@ SCHEMA = "fibrobench.latency/1"
 PRECISIONS = ("fp32", "bf16")
 
 
+# `fibrobench latency` defaults per device: the GPU ones give stable percentiles; on a CPU a ResNet-50 call at 224 px
+# takes ~0.1-0.3 s, so the GPU defaults (bf16 too, batch 64, 20 training steps of batch 64) ran for more than
+# 10 minutes; the CPU defaults answer in seconds per model, everything else stays available as an option.
+DEFAULTS = {
+    "cuda": {"batch_sizes": "1,64", "precisions": "fp32,bf16", "runs": 100, "warmup": 20, "throughput_runs": 30,
+             "train_batch": 64, "train_runs": 20},
+    "cpu": {"batch_sizes": "1", "precisions": "fp32", "runs": 30, "warmup": 3, "throughput_runs": 5,
+            "train_batch": 0, "train_runs": 5},
+}
+PROGRESS_EVERY_S = 10.0   # a measurement longer than this reports its progress
+
+
 @dataclass
 class LatencyConfig:
-    """What to measure; defaults are the documented GPU defaults."""
+    """What to measure; defaults are the documented GPU defaults (DEFAULTS["cuda"])."""
     input_size: int = 224
     batch_sizes: tuple = (1, 64)
     precisions: tuple = PRECISIONS
@@ -157,17 +169,39 @@ def autocast(device, precision: str):
     raise ValueError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
 
 
-def time_calls(fn: Callable[[], object], runs: int, warmup: int, device) -> list[float]:
+class Progress:
+    """Calls `log(message)` at most every `every_s` seconds while a long measurement runs (None: silent)."""
+
+    def __init__(self, log: Callable[[str], None] | None, label: str, every_s: float = PROGRESS_EVERY_S):
+        self.log, self.label, self.every_s = log, label, every_s
+        self.t_last = time.perf_counter()
+
+    def __call__(self, phase: str, done: int, total: int, elapsed_s: float) -> None:
+        now = time.perf_counter()
+        if self.log is None or now - self.t_last < self.every_s or done >= total:
+            return
+        self.t_last = now
+        self.log(f"{self.label}: {phase} {done}/{total}, ~{elapsed_s / done * (total - done):.0f} s left in this phase")
+
+
+def time_calls(fn: Callable[[], object], runs: int, warmup: int, device,
+               progress: Progress | None = None) -> list[float]:
     """Seconds per call: `warmup` untimed calls, then each call bracketed by sync + perf_counter."""
-    for _ in range(warmup):
+    t_phase = time.perf_counter()
+    for i in range(warmup):
         fn()
+        if progress:
+            progress("warm-up", i + 1, warmup, time.perf_counter() - t_phase)
     synchronize(device)
     times = []
-    for _ in range(runs):
+    t_phase = time.perf_counter()
+    for i in range(runs):
         t0 = time.perf_counter()
         fn()
         synchronize(device)
         times.append(time.perf_counter() - t0)
+        if progress:
+            progress("timed run", i + 1, runs, time.perf_counter() - t_phase)
     return times
 
 
@@ -232,13 +266,12 @@ class PeakMemory:
 
 # ---------------------------------------------------------------- measurements
 
-def _timed_window(fn, runs: int, warmup: int, device) -> tuple[list[float], dict]:
+def _timed_window(fn, runs: int, warmup: int, device, progress: Progress | None = None) -> tuple[list[float], dict]:
     """Warm-up outside, timed calls inside the peak-memory window: one-off workspaces (cuDNN autotuning)
     are excluded, memory that persists (weights, optimiser state) is included."""
-    for _ in range(warmup):
-        fn()
+    time_calls(fn, 0, warmup, device, progress)
     with PeakMemory(device) as pm:
-        times = time_calls(fn, runs, 0, device)
+        times = time_calls(fn, runs, 0, device, progress)
     return times, pm.result
 
 
@@ -249,7 +282,8 @@ def _input(batch: int, size: int, device, channels_last: bool):
 
 
 def measure_inference(model, device, batch: int, input_size: int, precision: str = "fp32",
-                      channels_last: bool = False, runs: int = 100, warmup: int = 20) -> dict:
+                      channels_last: bool = False, runs: int = 100, warmup: int = 20,
+                      progress: Progress | None = None) -> dict:
     """Forward-pass timing at one batch size (inference_mode, eval mode), with peak memory."""
     import torch
     model.eval()
@@ -259,7 +293,7 @@ def measure_inference(model, device, batch: int, input_size: int, precision: str
         with torch.inference_mode(), autocast(device, precision):
             return model(x)
 
-    times, mem = _timed_window(call, runs, warmup, device)
+    times, mem = _timed_window(call, runs, warmup, device, progress)
     out = {"batch": batch, "warmup": warmup, **summarize_times(times)}
     out["images_per_s"] = batch / (out["p50_ms"] / 1e3)
     out.update(mem)
@@ -268,7 +302,7 @@ def measure_inference(model, device, batch: int, input_size: int, precision: str
 
 def measure_train_step(model, device, batch: int, input_size: int, precision: str = "fp32",
                        channels_last: bool = False, runs: int = 20, warmup: int = 5,
-                       num_classes: int = 5) -> dict:
+                       num_classes: int = 5, progress: Progress | None = None) -> dict:
     """One SGD step (forward, cross-entropy, backward, optimiser step) timed per call, with peak memory.
     The optimiser state (made by the first step) stays allocated, so the peak includes it."""
     import torch
@@ -285,7 +319,7 @@ def measure_train_step(model, device, batch: int, input_size: int, precision: st
         loss.backward()
         opt.step()
 
-    times, mem = _timed_window(step, runs, warmup, device)
+    times, mem = _timed_window(step, runs, warmup, device, progress)
     del opt
     model.eval()
     out = {"batch": batch, "warmup": warmup, **summarize_times(times)}
@@ -363,9 +397,10 @@ def measure_model(name: str, cfg: LatencyConfig, device, factory=default_factory
         per = {"batch": {}}
         for b in cfg.batch_sizes:
             runs = cfg.runs if b == 1 else cfg.throughput_runs
-            log(f"{name} {prec} batch {b}: {runs} runs")
+            label = f"{name} {prec} batch {b}"
+            log(f"{label}: {runs} runs")
             per["batch"][str(b)] = measure_inference(fwd, device, b, cfg.input_size, prec, cfg.channels_last,
-                                                     runs=runs, warmup=cfg.warmup)
+                                                     runs=runs, warmup=cfg.warmup, progress=Progress(log, label))
         if cfg.max_batch and device.type == "cuda":
             log(f"{name} {prec} max-batch search (cap {cfg.max_batch_cap})")
         per["max_batch"] = (measure_max_batch(fwd, device, cfg.input_size, prec, cfg.channels_last,
@@ -374,10 +409,12 @@ def measure_model(name: str, cfg: LatencyConfig, device, factory=default_factory
                             if cfg.max_batch else None)
         res[prec] = {**headline(per, device.type), **per}
         if cfg.train_batch:
-            log(f"{name} {prec} train step batch {cfg.train_batch}")
+            label = f"{name} {prec} train step batch {cfg.train_batch}"
+            log(label)
             res["train"].setdefault("by_precision", {})[prec] = measure_train_step(fwd, device, cfg.train_batch, cfg.input_size, prec,
                                                     cfg.channels_last, runs=cfg.train_runs,
-                                                    warmup=cfg.train_warmup, num_classes=cfg.num_classes)
+                                                    warmup=cfg.train_warmup, num_classes=cfg.num_classes,
+                                                    progress=Progress(log, label))
         del model, fwd
         _empty_cache(device)
     if res["train"]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 PACKAGES = ["fibrobench", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn",
             "statsmodels", "pandas", "jinja2", "pyyaml", "matplotlib", "pillow", "submitit", "pulp",
-            "huggingface-hub", "safetensors"]  # the last two: how timm weights are found and read
+            "huggingface-hub", "safetensors",  # how timm weights are found and read
+            "grad-cam"]                        # the shortcut audit's Grad-CAM
 
 _REPO = Path(__file__).resolve().parent.parent
 

@@ -9,6 +9,7 @@ import dataclasses
 import datetime as _dt
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from bench.executors import make_executor
 from protocols.atomic import write_json
 from protocols.config import Protocol, apply_overrides, from_dict, load_protocol, protocol_sha256
 from protocols.errors import BadInput
+from protocols.joblock import describe, lock_state
 from protocols.runfiles import class_names, job_dir, read_done, read_json
 from protocols.splits import check_matches_manifest, make_splits, partition_of, read_splits, write_splits
 
@@ -32,9 +34,11 @@ class RunOptions:
     folds: list[int] | None = None       # subset of folds to run (the ensemble then has fewer members)
     epochs: int | None = None            # quick-run override (recorded as a protocol override)
     deterministic: bool | None = None    # override of train.deterministic
+    compile: str | None = None           # override of train.compile (recorded as a protocol override)
     device: str = "auto"
     executor: str = "local"
-    workers: int | None = None
+    workers: int | None = None           # local: CPU worker processes; on CUDA, how many GPUs (default all)
+    jobs_per_gpu: int | str = 1          # local on CUDA: jobs packed onto each GPU at once, or "auto"
     cache_dir: str | None = None
     progress: bool = True
     slurm: dict = field(default_factory=dict)
@@ -54,6 +58,8 @@ def overrides_of(opts: RunOptions) -> dict:
         o["train.epochs"] = int(opts.epochs)
     if opts.deterministic is not None:
         o["train.deterministic"] = bool(opts.deterministic)
+    if opts.compile is not None:
+        o["train.compile"] = opts.compile
     return o
 
 
@@ -98,6 +104,19 @@ def build_model(p: Protocol, name: str):
 # ---------------------------------------------------------------- preparing a run
 
 
+def _flops_per_image(model, input_size: int) -> int | None:
+    """Forward FLOPs of one image (models.facts.count_flops on the meta device: no arithmetic); None when the
+    model cannot run on the meta device. Only used to start the largest jobs first."""
+    import torch
+
+    from models.facts import count_flops
+    try:
+        meta = model.to("meta").eval()
+        return count_flops(meta, torch.empty(1, 3, input_size, input_size, device="meta"))
+    except Exception:  # noqa: BLE001 - an ordering hint; params are the fallback
+        return None
+
+
 def _clusters_for(df, p: Protocol):
     if p.split.level != "cluster":
         return None
@@ -132,6 +151,25 @@ def _leakage_gate(run_dir: Path, df, splits: dict, p: Protocol) -> bool:
     return True
 
 
+def _check_models(p: Protocol, from_command_line: bool) -> None:
+    """Every model name (of the protocol, or of --models) is known and accepts the input size (BadInput)."""
+    from models.registry import check_input_size, get_spec
+
+    for i, name in enumerate(p.models):
+        try:
+            check_input_size(get_spec(name), p.data.input_size)
+        except BadInput as exc:        # name where the model was named, not the registry
+            where = ("<command line>", "--models") if from_command_line else (p.source or "<protocol>", f"models[{i}]")
+            raise BadInput(*where, exc.message) from None
+
+
+def _make_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(run_dir, "--out", f"cannot create the run directory: {exc.strerror or exc}") from None
+
+
 def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]:
     """Create/verify RUN_DIR: splits.json, leakage.json, run.json: status "running", or "failed" when the
     leakage gate stops the run (then nothing is trained)."""
@@ -143,11 +181,13 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     if any(k < 0 or k >= p.split.n_folds for k in folds):
         raise BadInput("--folds", "folds", f"fold indices must be in 0..{p.split.n_folds - 1}, got {folds}")
     run_dir = Path(opts.out) if opts.out else default_out(p)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInput(run_dir, "--out", "exists and is not a directory")
+    _check_models(p, "models" in overrides)    # nothing is created before the protocol's models are known to exist
     df, _ = load_data(opts.data, p.data.input_size, opts.cache_dir, progress=opts.progress and sys.stderr.isatty(),
                       task=p.task)
     task_source = "protocol" if p.task is not None else "inferred: the data's labels, sorted by name"
     p = dataclasses.replace(p, task=df.attrs["task"])   # the resolved protocol always names its classes
-    run_dir.mkdir(parents=True, exist_ok=True)
     sha = protocol_sha256(p)
     run_path = run_dir / "run.json"
     previous = read_json(run_path, required=False)
@@ -173,7 +213,6 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
     else:
         splits = make_splits(df, p.split.level, p.split.test_fraction, p.split.n_folds, p.split.seed,
                              groups=_clusters_for(df, p), class_names=list(p.task.classes))
-        write_splits(run_dir, splits)
 
     models_info = {}
     for name in p.models:   # builds each model once: fails early on unknown names / missing weights
@@ -182,7 +221,11 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
                              "activation": p.train.activation, "activation_swaps": swapped}
         if getattr(m, "fibro_code", None):  # a user factory: which file of code built it
             models_info[name]["code"] = m.fibro_code
+        models_info[name]["flops_per_image"] = _flops_per_image(m, p.data.input_size)
         del m
+    _make_dir(run_dir)          # everything is validated: only now does the run directory appear
+    if not splits_path.exists():
+        write_splits(run_dir, splits)
 
     seeds = {"split": p.split.seed, "train": {f"fold{k}": fold_seed(p, k) for k in range(p.split.n_folds)}}
     run = {
@@ -199,7 +242,7 @@ def prepare(protocol: Protocol, opts: RunOptions) -> tuple[Path, Protocol, dict]
         "models": models_info,
         "smoke": p.smoke,
         "options": {"folds": folds, "device": opts.device, "executor": opts.executor, "workers": opts.workers,
-                    "cache_dir": opts.cache_dir},
+                    "jobs_per_gpu": opts.jobs_per_gpu, "cache_dir": opts.cache_dir},
         "seeds": seeds,
         "provenance": provenance.collect(opts.argv, opts.device, seeds),
         "status": "running",
@@ -224,18 +267,46 @@ def read_run(run_dir) -> tuple[dict, Protocol]:
     p = from_dict(run["protocol"], source=str(run_path))
     if protocol_sha256(p) != run["protocol_sha256"]:
         raise BadInput(run_path, "protocol_sha256", "does not match the recorded protocol")
+    if p.task is None:   # made before tasks were protocol data: the task is read from its splits, as reports do
+        from reports.task import task_of
+
+        splits_path = Path(run_dir) / "splits.json"
+        task = task_of(run, class_names(read_json(splits_path), splits_path), splits_path).to_dict()
+        task = {k: v for k, v in task.items() if k != "source" and v is not None and v != {}}
+        p = from_dict({**run["protocol"], "task": task}, source=str(run_path))
     return run, p
 
 
 def run_job(run_dir, model: str, fold: int, device: str = "auto", progress: bool = False) -> dict:
-    """Train one (model, fold) job from what RUN_DIR holds; a job with DONE returns at once."""
-    from protocols.trainer import seed_job, train_fold
+    """Train one (model, fold) job from what RUN_DIR holds, holding its lock; a job with DONE returns at once,
+    a job locked by another live process returns {"locked_by": holder} (see protocols.joblock)."""
+    from protocols.joblock import JobLock
 
-    run_dir = Path(run_dir)
     job = job_dir(run_dir, model, fold)
     done = read_done(job)
     if done is not None:
         return done
+    lock = JobLock(job)
+    if not lock.acquire():
+        _log(f"{model} fold {fold}: running elsewhere ({describe(lock.holder)}); not starting it here")
+        return {"locked_by": lock.holder}
+    try:
+        done = read_done(job)       # finished by the previous holder between our first look and the lock
+        if done is not None:
+            return done
+        extra = {"trained_by": {k: lock.info[k] for k in ("host", "pid", "slurm_job_id")}}
+        if lock.taken_over:
+            extra["lock_taken_over_from"] = lock.taken_over
+        _log(f"{model} fold {fold}: training (pid {lock.info['pid']} on {lock.info['host']})")
+        return _train_job(Path(run_dir), model, fold, device, progress, extra)
+    finally:
+        lock.release()
+
+
+def _train_job(run_dir: Path, model: str, fold: int, device: str, progress: bool, extra: dict) -> dict:
+    from protocols.trainer import seed_job, train_fold
+
+    job = job_dir(run_dir, model, fold)
     run, p = read_run(run_dir)
     splits = read_splits(run_dir / "splits.json")
     if splits["sha256"] != run["splits_sha256"]:
@@ -249,11 +320,98 @@ def run_job(run_dir, model: str, fold: int, device: str = "auto", progress: bool
     return train_fold(job, p, model_obj, images, df["label"].to_numpy(), df["image_id"].tolist(),
                       partition_of(splits, fold), seed=seed, device=device, progress=progress,
                       extra_done={"model": model, "fold": fold, "activation_swaps": swapped,
-                                  "weights_random_init": bool(model_obj.fibro_weights.get("random_init"))})
+                                  "weights_random_init": bool(model_obj.fibro_weights.get("random_init")), **extra})
+
+
+def probe_memory(run_dir: str, models: list[str], device: str) -> list[dict]:
+    """The CUDA allocator's peak of one job of each model on `device` (for --jobs-per-gpu auto; see bench.packing):
+    the run's images on the device once, then per model (cache emptied, peak reset) two training steps at the
+    protocol's batch size and one evaluation batch. Run in a fresh process (bench.packing.measure_peaks)."""
+    import torch
+
+    from protocols.trainer import Batcher, Runtime, configure_determinism, loss_fn, make_optimizer, predict
+
+    dev = torch.device(device)
+    torch.cuda.set_device(dev)
+    free_at_start, total = torch.cuda.mem_get_info(dev)
+    run, p = read_run(run_dir)
+    _, images = load_data(run["data"]["source"], p.data.input_size, run["options"].get("cache_dir"), task=p.task)
+    rt = Runtime.from_protocol(p, dev)
+    configure_determinism(p.train.deterministic, dev)
+    batcher = Batcher(images, p.data.mean, p.data.std, rt)
+    bs = min(p.train.batch_size, len(images))
+    rows, y = torch.arange(bs), torch.zeros(bs, dtype=torch.long, device=dev)
+    out = []
+    for model in models:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+        torch.manual_seed(0)
+        m, _ = build_model(p, model)
+        m = m.to(dev)
+        if rt.channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        opt, crit = make_optimizer(p, m.parameters()), loss_fn(p.train.loss)
+        m.train()
+        for _ in range(2):
+            with rt.autocast():
+                loss = crit(m(batcher.batch(rows)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        predict(m, batcher, torch.arange(min(p.train.eval_batch_size, len(images))), p.train.eval_batch_size)
+        torch.cuda.synchronize(dev)
+        out.append({"model": model, "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(dev)),
+                    "peak_allocated_bytes": int(torch.cuda.max_memory_allocated(dev)),
+                    "free_at_start_bytes": int(free_at_start), "total_bytes": int(total), "device": device,
+                    "gpu": torch.cuda.get_device_name(dev)})
+        del m, opt, loss
+    return out
 
 
 def jobs_of(run: dict) -> list[tuple[str, int]]:
-    return [(m, k) for m in run["protocol"]["models"] for k in run["options"]["folds"]]
+    """Every (model, fold) job of the run, largest first (forward FLOPs per image, parameters where FLOPs could not
+    be counted), so that packed workers start the long jobs early; ties keep the protocol's order."""
+    models = run["protocol"]["models"]
+    info = run.get("models", {})
+
+    def size(m):
+        i = info.get(m, {})
+        return (i.get("flops_per_image") or 0, i.get("params") or 0)
+
+    order = sorted(range(len(models)), key=lambda i: (tuple(-x for x in size(models[i])), i))
+    return [(models[i], k) for i in order for k in run["options"]["folds"]]
+
+
+POLL_S = (0.5, 10.0)   # a run waiting for jobs held by other processes looks again after 0.5 s, doubling to 10 s
+
+
+def run_all(ex, run_dir, jobs) -> None:
+    """Run `jobs` through executor `ex` until every one is DONE. Jobs locked by another live process (a second
+    `fibrobench run` on this --out, a Slurm task) are waited for, and run here if their holder dies."""
+    run_dir = Path(run_dir)
+    todo, attempts, waiting_for, wait = list(jobs), {}, None, POLL_S[0]
+    while True:
+        if todo:
+            for j in todo:
+                attempts[j] = attempts.get(j, 0) + 1
+            ex.run(run_job, run_dir, todo)
+        pending = [j for j in jobs if read_done(job_dir(run_dir, *j)) is None]
+        if not pending:
+            return
+        holders = {j: lock_state(job_dir(run_dir, *j)) for j in pending}
+        todo = [j for j in pending if holders[j] is None]
+        stuck = [j for j in todo if attempts.get(j, 0) >= 3]
+        if stuck:
+            raise RuntimeError(f"job(s) neither finished nor locked after 3 attempts: {stuck}")
+        if not todo:
+            names = sorted(f"{m} fold {k} ({describe(holders[(m, k)])})" for m, k in pending)
+            if names != waiting_for:
+                _log(f"waiting for {len(pending)} job(s) running in other processes: " + "; ".join(names))
+                waiting_for = names
+            time.sleep(wait)
+            wait = min(2 * wait, POLL_S[1])
+        else:
+            wait = POLL_S[0]
 
 
 # ---------------------------------------------------------------- finishing
@@ -292,9 +450,10 @@ def run(protocol_path, opts: RunOptions, executor=None) -> tuple[int, Path]:
     jobs = jobs_of(run_doc)
     _log(f"{run_dir}: {len(jobs)} job(s) ({', '.join(p.models)} x folds {run_doc['options']['folds']})")
     ex = executor or make_executor(opts.executor, run_dir, device=opts.device, workers=opts.workers,
-                                   progress=opts.progress, slurm=opts.slurm)
+                                   progress=opts.progress, slurm=opts.slurm, jobs_per_gpu=opts.jobs_per_gpu,
+                                   memory_probe=probe_memory)
     try:
-        ex.run(run_job, run_dir, jobs)
+        run_all(ex, run_dir, jobs)
     except BaseException:
         doc = read_json(run_dir / "run.json")
         doc["status"] = "failed"

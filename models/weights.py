@@ -18,6 +18,7 @@ from torch import nn
 from models.errors import BadInput
 from models.hub import file_sha256, find_cached, missing_message
 from models.names import FACTORY, TIMM
+from models.safe_load import load_weights_only, reason
 
 log = logging.getLogger("fibrobench.models")
 
@@ -27,11 +28,7 @@ _WRAPPERS = ("state_dict", "model_state_dict", "model_state", "model", "module")
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file (unwraps {'state_dict': ...}-style dicts, strips 'module.')."""
     path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad user input
-        raise BadInput(path, "pretrained", f"cannot read weights with torch.load(weights_only=True): "
-                                           f"{type(exc).__name__}: {exc}") from exc
+    obj = load_weights_only(path, "pretrained", "weights file")
     for _ in range(3):
         if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
             key = next((k for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
@@ -131,9 +128,9 @@ def _build_timm(spec, num_classes: int, input_size: int, path: Path) -> tuple[nn
         # dict (timm resets custom_load for a file overlay, so a cached .npz must ask for it)
         overlay = {"file": str(path), "custom_load": path.suffix == ".npz"}
         model = spec.build(num_classes, input_size, pretrained=True, pretrained_cfg_overlay=overlay)
-    except (RuntimeError, KeyError, ValueError, OSError) as exc:
-        raise BadInput(path, "pretrained", f"timm could not load it into {spec.arch}: "
-                                           f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever timm/torch raise on the user's file (UnpicklingError too)
+        raise BadInput(path, "pretrained", f"timm could not load it into {spec.arch} ({reason(exc)}); fibrobench "
+                                           "loads only tensors, never pickled code") from None
     model.fibro_arch = spec.arch
     if (getattr(model, "pretrained_cfg", None) or {}).get("custom_load"):  # e.g. .npz files: timm's own loader
         return model, {"missing_keys": [], "unexpected_keys": [], "shape_mismatch_keys": [], "loaded_keys": None,

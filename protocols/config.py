@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ LEVELS = ("image", "patient", "cluster")
 GATES = ("warn", "fail", "off")
 ENSEMBLES = ("logit_mean",)
 AMPS = ("auto", "bf16", "off")
+# torch.compile modes (protocols.trainer.compile_model); "none" = eager. reduce-overhead adds CUDA graphs.
+COMPILES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class TrainCfg:
     deterministic: bool
     seed: int              # fold k trains with seed + k, the same for every model
     eval_batch_size: int
+    compile: str = "none"  # torch.compile mode for training and evaluation (COMPILES); "none" = eager
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,12 @@ class Protocol:
         d["models"] = list(self.models)
         d["data"]["mean"] = list(self.data.mean)
         d["data"]["std"] = list(self.data.std)
-        d["task"] = self.task.to_dict() if self.task else None
+        if self.task is None:   # hashed only when set: run dirs made before the task section keep their hash
+            del d["task"]
+        else:
+            d["task"] = self.task.to_dict()
+        if d["train"]["compile"] == "none":   # hashed only when set: run dirs made before the field keep their hash
+            del d["train"]["compile"]
         return d
 
 
@@ -159,6 +168,11 @@ def load_raw(path: str | Path, _stack: tuple = ()) -> dict:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise BadInput(path, None, f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(path, None, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:   # an integer of > 4,300 digits, nesting deeper than the stack
+        raise BadInput(path, None, f"not usable YAML ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -182,6 +196,9 @@ def load_protocol(path: str | Path) -> Protocol:
 
 
 # ---------------------------------------------------------------- validation
+
+
+_PATH_NAME = re.compile(r"[A-Za-z0-9_+=@-][A-Za-z0-9._+=@-]{0,199}")
 
 
 class _V:
@@ -254,6 +271,14 @@ class _V:
             self.fail(k, f"expected a string, got {v!r}")
         return v
 
+    def path_name(self, v, k):
+        """A name that becomes part of a file name (the default run directory): one safe path component."""
+        v = self.string(v, k)
+        if not _PATH_NAME.fullmatch(v):
+            self.fail(k, f"{v!r} cannot name a run directory: use letters, digits and . _ + = @ - (no '/', "
+                         "not starting with '.', at most 200 characters)")
+        return v
+
     def choice(self, options):
         def check(v, k):
             if isinstance(v, str):
@@ -324,7 +349,7 @@ def from_dict(raw: dict, source: str = "<protocol>") -> Protocol:
     """Validate a resolved protocol mapping; unknown keys and bad values raise BadInput(file, key path)."""
     v = _V(source)
     top = v.section(raw, "", {
-        "name": (v.string, _REQUIRED),
+        "name": (v.path_name, _REQUIRED),
         "description": (v.string, ""),
         "smoke": (v.boolean, False),
         "data": (lambda d, k: d, {}),
@@ -368,6 +393,7 @@ def from_dict(raw: dict, source: str = "<protocol>") -> Protocol:
         "channels_last": (v.channels_last, "auto"),
         "deterministic": (v.boolean, False),
         "seed": (v.nonneg_int, 0),
+        "compile": (v.choice(COMPILES), "none"),
     })
     augment = v.section(train.pop("augment"), "train.augment", {"flip_p": (v.probability, 0.0)})
     leak = v.section(top["leakage"], "leakage", {"gate": (v.choice(GATES), "warn")})
@@ -480,11 +506,12 @@ def apply_overrides(p: Protocol, overrides: dict) -> Protocol:
 
 
 def _fmt(v) -> str:
+    """A grid value as it appears in a variant id (a folder name): characters outside _PATH_NAME become '_'."""
     if isinstance(v, (list, tuple)):
-        return "+".join(str(x) for x in v)
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
+        text = "+".join(str(x) for x in v)
+    else:
+        text = f"{v:g}" if isinstance(v, float) else str(v)
+    return re.sub(r"[^A-Za-z0-9._+=@-]", "_", text)
 
 
 def expand_grid(p: Protocol) -> list[Protocol]:
@@ -501,7 +528,7 @@ def expand_grid(p: Protocol) -> list[Protocol]:
     for combo in itertools.product(*(p.grid[k] for k in keys)):
         overrides = dict(zip(keys, combo))
         label = "_".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in overrides.items())
-        vid = f"{label}-{sha256_of(overrides)[:8]}"
+        vid = f"{label[:120]}-{sha256_of(overrides)[:8]}"   # a folder name: bounded, unique by the hash
         q = apply_overrides(dataclasses.replace(p, grid=None), overrides)
         out.append(dataclasses.replace(q, name=f"{p.name}@{vid}", variant={"id": vid, "overrides": overrides}))
     return out

@@ -26,8 +26,10 @@ Rules (each violation raises protocols.errors.BadInput naming the file and the f
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -143,24 +145,38 @@ def data_fingerprint(df: pd.DataFrame, workers: int = DEFAULT_WORKERS) -> str:
 
 # ---------------------------------------------------------------- image header check
 
+# Pillow warns (a raw multi-line Python warning, once per file and without its name) about images between its
+# decompression-bomb limit and twice that; every image fibrobench reads passes verify_image first, and _verify_all
+# reports them in one line naming the largest. (catch_warnings is not thread-safe, hence a process-wide filter.)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
-def verify_image(path) -> None:
-    """Open and verify an image's header/structure (fast; no full decode). BadInput if unreadable."""
+
+def verify_image(path) -> int:
+    """Open and verify an image's header/structure (fast; no full decode); its pixel count. BadInput if unreadable
+    (or beyond twice Pillow's decompression-bomb limit, which Pillow refuses)."""
     try:
         with Image.open(path) as im:
+            w, h = im.size
             im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise BadInput(path, "image", f"unreadable or corrupt image ({type(exc).__name__}: {exc})") from None
+    return w * h
 
 
 def _verify_all(paths, workers: int) -> None:
     paths = list(paths)
     if workers <= 1 or len(paths) < 8:
-        for p in paths:
-            verify_image(p)
-        return
-    with ThreadPoolExecutor(workers) as ex:
-        list(ex.map(verify_image, paths, chunksize=16))
+        pixels = [verify_image(p) for p in paths]
+    else:
+        with ThreadPoolExecutor(workers) as ex:
+            pixels = list(ex.map(verify_image, paths, chunksize=16))
+    limit = Image.MAX_IMAGE_PIXELS
+    large = [i for i, n in enumerate(pixels) if limit and n > limit]
+    if large:
+        big = max(large, key=lambda i: pixels[i])
+        logging.getLogger("fibrobench.data").warning(
+            "%d image(s) exceed Pillow's decompression-bomb limit of %s pixels (largest: %s, %s pixels); they are "
+            "decoded anyway", len(large), f"{limit:,}", paths[big], f"{pixels[big]:,}")
 
 
 # ---------------------------------------------------------------- ImageFolder

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,7 @@ def read_logits(path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:   # a truncated file is not a zip: BadZipFile
         raise BadInput(path, None, f"not a readable .npz: {exc}") from None
     for k in KEYS:
         if k not in out:

@@ -6,8 +6,9 @@ Layout written (see protocols/synth_render.py for the image physics):
                               With hide_patient_id the patient_id column is left out (like the public dataset)
                               and the truth goes to OUT/patients_truth.csv (path, patient_id) for auditing tools.
   OUT/synth.json              schema "fibrobench.synth/1": generator version, parameters, counts, provenance.
-The whole tree is written into a hidden sibling folder and renamed into place at the end, so an interrupted run
-never leaves a folder that looks like a complete dataset.
+The whole tree is written into a hidden sibling folder (.OUT.tmp-<host>-<pid>-<random>) and renamed into place at
+the end, so an interrupted run never leaves a folder that looks like a complete dataset; Ctrl-C and SIGTERM remove it
+at once, and the next synth into OUT removes those left by a killed process (kill -9) on this host.
 
 Cohort: one patient per stage, the others allocated in the proportions of the public dataset's images (2,114 /
 861 / 793 / 857 / 1,698 of 6,323, largest-remainder rounding), so no class is ever empty; each patient has 1 + Poisson(6) frames (mean 7, at most 16),
@@ -16,10 +17,13 @@ independent of site and scanner. Same seed -> same cohort and byte-identical PNG
 """
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import math
 import os
 import shutil
+import socket
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_all_start_methods, get_context
@@ -33,6 +37,8 @@ from protocols.atomic import write_json, write_text
 from protocols.errors import BadInput
 from protocols.runfiles import LEGACY_CLASS_NAMES as CLASS_NAMES  # the synthetic data are METAVIR stages
 from protocols.synth_render import DEFAULT_EFFECT_SIZE, SITES, make_patient, render_frame
+from protocols.synth_shortcuts import apply_cue, plant
+from protocols.synth_shortcuts import check as check_shortcut
 
 SYNTH_VERSION = "1"
 PAPER_IMAGE_COUNTS = (2114, 861, 793, 857, 1698)   # the public dataset's images per stage (6,323 in all)
@@ -77,18 +83,20 @@ def patient_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), 1, int(index)]))
 
 
-def render_patient_frames(row: dict, seed: int, size=(800, 600), effect_size: float = DEFAULT_EFFECT_SIZE, overlay: bool = True):
-    """All frames of one planned patient, as a list of uint8 [H, W] arrays."""
+def render_patient_frames(row: dict, seed: int, size=(800, 600), effect_size: float = DEFAULT_EFFECT_SIZE,
+                          overlay: bool = True, shortcut: str = "none"):
+    """All frames of one planned patient, as a list of uint8 [H, W] arrays (with the planted cue, if any)."""
     rng = patient_rng(seed, row["index"])
     p = make_patient(rng, row["patient_id"], int(row["stage"]), row["device"], row["site"], size=size,
                      effect_size=effect_size)
-    return [render_frame(p, rng, k, overlay=overlay) for k in range(int(row["n_frames"]))]
+    frames = [render_frame(p, rng, k, overlay=overlay) for k in range(int(row["n_frames"]))]
+    return [apply_cue(f, shortcut, int(row.get("cue", -1)), row["device"]) for f in frames]
 
 
 def _render_and_write(task):
-    row, names, seed, size, effect_size, overlay, root = task
+    row, names, seed, size, effect_size, overlay, root, shortcut = task
     out = []
-    for name, img in zip(names, render_patient_frames(row, seed, size, effect_size, overlay)):
+    for name, img in zip(names, render_patient_frames(row, seed, size, effect_size, overlay, shortcut)):
         rel = f"{CLASS_NAMES[int(row['stage'])]}/{name}"
         Image.fromarray(img, mode="L").save(os.path.join(root, rel), format="PNG", compress_level=PNG_COMPRESS_LEVEL,
                                       compress_type=3)
@@ -110,13 +118,46 @@ def _check_target(out: Path, overwrite: bool) -> None:
                                           "(no synth.json)")
 
 
+_TMP = ".tmp-"    # OUT is written as .OUT.tmp-<host>-<pid>-<random> beside it, then renamed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # someone else's process
+        return True
+    return True
+
+
+def clean_stale_tmp(out: Path) -> list[Path]:
+    """Remove the hidden temporary folders of earlier `synth` runs into `out` whose process (on this host) is gone
+    (killed with SIGKILL, or the machine went down); a folder of a live process or of another host is left alone."""
+    removed = []
+    host = socket.gethostname()
+    for p in Path(out).parent.glob(f".{glob.escape(Path(out).name)}{_TMP}*"):
+        parts = p.name[len(f".{Path(out).name}{_TMP}"):].rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or not p.is_dir():
+            continue
+        if not _alive(int(parts[1])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    if removed:
+        logging.getLogger("fibrobench.synth").info("removed %d unfinished temporary folder(s) of an interrupted "
+                                                   "synth run: %s", len(removed), ", ".join(map(str, removed)))
+    return removed
+
+
 def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0, size=(800, 600),
                      effect_size: float = DEFAULT_EFFECT_SIZE, hide_patient_id: bool = False, overlay: bool = True,
                      progress: bool = False, workers: int = 1, overwrite: bool = False,
-                     provenance: dict | None = None) -> pd.DataFrame:
+                     provenance: dict | None = None, shortcut: str = "none",
+                     shortcut_strength: float = 1.0) -> pd.DataFrame:
     """Write a synthetic dataset to out_dir; return the full truth (path, label, patient_id, site, device).
 
     The returned frame always has patient_id, even when hide_patient_id leaves it out of manifest.csv.
+    `shortcut` plants a label-correlated cue (protocols/synth_shortcuts.py) of `shortcut_strength` in 0..1.
     """
     out = Path(out_dir)
     W, H = (int(v) for v in size)
@@ -126,9 +167,10 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
         raise BadInput(out, "size", f"width and height must be within 32..4096, got {W}x{H}")
     if not (effect_size >= 0 and math.isfinite(effect_size)):
         raise BadInput(out, "effect_size", f"must be a finite number >= 0, got {effect_size}")
+    check_shortcut(shortcut, shortcut_strength, out)
     _check_target(out, overwrite)
 
-    plan = plan_cohort(n_patients, seed)
+    plan = plant(plan_cohort(n_patients, seed), shortcut, shortcut_strength, seed)
     total = int(plan["n_frames"].sum())
     name_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
     ids = name_rng.permutation(total)
@@ -136,12 +178,13 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
     width = max(6, len(str(total)))
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    clean_stale_tmp(out)
+    tmp = out.parent / f".{out.name}{_TMP}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         for c in CLASS_NAMES:
             (tmp / c).mkdir(parents=True)
         tasks = [(row, [f"img_{i:0{width}d}.png" for i in ids[starts[k]:starts[k + 1]]], seed, (W, H),
-                  float(effect_size), bool(overlay), str(tmp))
+                  float(effect_size), bool(overlay), str(tmp), shortcut)
                  for k, row in enumerate(plan.to_dict("records"))]
         rows = []
         bar = None
@@ -174,7 +217,8 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
             "schema": "fibrobench.synth/1", "generator_version": SYNTH_VERSION,
             "params": {"n_patients": int(n_patients), "seed": int(seed), "size": [W, H],
                        "effect_size": float(effect_size), "hide_patient_id": bool(hide_patient_id),
-                       "overlay": bool(overlay)},
+                       "overlay": bool(overlay), "shortcut": shortcut,
+                       "shortcut_strength": float(shortcut_strength)},
             "format": "8-bit single-channel grey PNG (mode L); overlay text/markers at 255, outside the sector 0",
             "n_images": int(len(truth)), "n_patients": int(n_patients),
             "class_counts_images": {c: int(img_counts[c]) for c in CLASS_NAMES},
@@ -198,4 +242,9 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
 def read_synth_info(root) -> dict | None:
     """synth.json of a generated dataset, or None when the folder was not written by the generator."""
     p = Path(root) / "synth.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(p, None, f"not valid JSON ({exc})") from None

@@ -15,13 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.safe_load import load_weights_only
 from protocols.atomic import write_bytes, write_json, write_text
 from protocols.config import Protocol
 from protocols.device import resolve_device
+from protocols.errors import BadInput
 from protocols.runfiles import DONE, LOGITS, read_done, write_logits
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
 RESUME = "resume.pt"
+RESTART_HINT = "delete it to restart this fold from epoch 1"
 
 
 # ---------------------------------------------------------------- pieces (pure where possible)
@@ -172,10 +175,15 @@ class Fit:
     crit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     batcher: Batcher
     gen: torch.Generator
+    net: nn.Module | None = None    # what runs forward passes: torch.compile(model) or, eager, None (= model)
 
     @property
     def device(self) -> torch.device:
         return self.batcher.rt.device
+
+    @property
+    def forward(self) -> nn.Module:
+        return self.model if self.net is None else self.net
 
 
 def save_resume(path: Path, fit: Fit, epoch: int, st: FitState) -> None:
@@ -194,17 +202,22 @@ def load_resume(path: Path, fit: Fit) -> FitState:
     """Restore model, optimiser, scheduler and RNG streams from resume.pt; a fresh FitState when there is none."""
     if not path.exists():
         return FitState()
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    fit.model.load_state_dict(ck["model"])
-    fit.opt.load_state_dict(ck["optimizer"])
-    fit.sched.load_state_dict(ck["scheduler"])
-    fit.gen.set_state(ck["gen_state"])
-    torch.set_rng_state(ck["torch_rng"])
-    if fit.device.type == "cuda" and ck.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(ck["cuda_rng"], fit.device)
-    if len(ck["history"]) != ck["epoch"]:
-        raise ValueError(f"{path}: {len(ck['history'])} history rows for epoch {ck['epoch']}")
-    return FitState(ck["history"], ck["best_metric"], ck["best_state"], ck["best_epoch"], ck["sel_val_logits"])
+    ck = load_weights_only(path, "resume", "resume checkpoint", RESTART_HINT)
+    try:
+        fit.model.load_state_dict(ck["model"])
+        fit.opt.load_state_dict(ck["optimizer"])
+        fit.sched.load_state_dict(ck["scheduler"])
+        fit.gen.set_state(ck["gen_state"])
+        torch.set_rng_state(ck["torch_rng"])
+        if fit.device.type == "cuda" and ck.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ck["cuda_rng"], fit.device)
+        if len(ck["history"]) != ck["epoch"]:
+            raise ValueError(f"{len(ck['history'])} history rows for epoch {ck['epoch']}")
+        return FitState(ck["history"], ck["best_metric"], ck["best_state"], ck["best_epoch"], ck["sel_val_logits"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise BadInput(path, "resume", f"not a resume checkpoint of this job ({type(exc).__name__}: {detail}); "
+                                       f"{RESTART_HINT}") from None
 
 
 class EpochLog:
@@ -231,7 +244,7 @@ class EpochLog:
 def train_epoch(fit: Fit, order: torch.Tensor, flips: torch.Tensor, y_dev: torch.Tensor, batch_size: int,
                 n_used: int, log: EpochLog, epoch: int, t0: float) -> tuple[float, float]:
     """One pass over the first n_used images of `order` in batches: (summed loss, number correct)."""
-    model, rt = fit.model, fit.batcher.rt
+    model, rt = fit.forward, fit.batcher.rt
     model.train()
     loss_sum = torch.zeros((), device=rt.device)
     correct = torch.zeros((), device=rt.device, dtype=torch.long)
@@ -262,6 +275,77 @@ def update_selection(keep: str, st: FitState, h: dict, model: nn.Module, val_log
     elif _better(keep, h, st.best_metric):
         st.best_metric = h["val_loss"] if keep == "best_val_loss" else h["val_acc"]
         st.best_state, st.best_epoch, st.sel_val_logits = _cpu_state(model), h["epoch"], val_logits
+
+
+# ---------------------------------------------------------------- torch.compile
+
+
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+    """The distinct batch sizes a pass over n images in batches of batch_size produces (full, then the remainder)."""
+    return sorted({min(batch_size, n), n % batch_size} - {0}, reverse=True)
+
+
+def compile_model(model: nn.Module, mode: str, trial: Callable[[nn.Module], None]) -> tuple[nn.Module | None, dict]:
+    """torch.compile(model, mode) tried out by `trial(compiled)` (every batch shape of the job, train and eval), with
+    the model's parameters, buffers, gradients and the RNG streams restored afterwards, so the trial changes nothing
+    the job computes. Returns (compiled module or None for eager, record for DONE: mode, status compiled | eager |
+    fallback, compile seconds, error). A failure falls back to eager with a one-line warning."""
+    if mode == "none":
+        return None, {"mode": "none", "status": "eager", "seconds": 0.0, "error": None}
+    import logging
+
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    t0 = time.perf_counter()
+    net, error = None, None
+    try:
+        net = torch.compile(model, mode=mode)
+        trial(net)
+    except Exception as exc:  # noqa: BLE001 - any compiler failure: train eager instead
+        root = exc
+        while getattr(root, "inner_exception", None) or root.__cause__:      # dynamo wraps the compiler's error
+            root = getattr(root, "inner_exception", None) or root.__cause__
+        text = str(root).strip().splitlines()
+        kind = type(exc).__name__ if root is exc else f"{type(exc).__name__}: {type(root).__name__}"
+        error = f"{kind}: {text[0] if text else ''}"[:300]
+        net = None
+        logging.getLogger("fibrobench.run").warning("torch.compile(mode=%r) failed on %s; training eager (%s)", mode,
+                                                    type(model).__name__, error)
+    seconds = time.perf_counter() - t0
+    model.load_state_dict(state)
+    for prm in model.parameters():
+        prm.grad = None
+    torch.set_rng_state(cpu_rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state_all(cuda_rng)
+    return net, {"mode": mode, "status": "fallback" if error else "compiled", "seconds": seconds, "error": error}
+
+
+def compile_trial(fit: Fit, y_dev: torch.Tensor, train_sizes: list[int], eval_sizes: list[int]) -> Callable:
+    """The trial compile_model runs: forward + backward at each training batch size, forward at each eval size."""
+    def batch(n: int, sizes: list[int]) -> torch.Tensor:
+        x = fit.batcher.batch(torch.arange(n))
+        if n > 1 and len([s for s in sizes if s > 1]) > 1:   # several sizes: one graph, dynamic batch dimension
+            torch._dynamo.maybe_mark_dynamic(x, 0)    # instead of static + dynamic recompile (static if the model
+                                                      # needs it: mark_dynamic would raise ConstraintViolation)
+        return x
+
+    def trial(net: nn.Module) -> None:
+        rt = fit.batcher.rt
+        net.train()
+        for n in train_sizes:
+            with rt.autocast():
+                out = net(batch(n, train_sizes))
+            fit.crit(out, y_dev[:n]).backward()
+        net.eval()
+        with torch.inference_mode():
+            for n in eval_sizes:
+                with rt.autocast():
+                    net(batch(n, eval_sizes))
+        if rt.device.type == "cuda":
+            torch.cuda.synchronize(rt.device)
+    return trial
 
 
 def write_outputs(job_dir: Path, model: nn.Module, st: FitState, keep: str, epochs: int, seed: int,
@@ -312,6 +396,11 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
     # a trailing batch of one image cannot go through BatchNorm where the feature map is 1x1 (small inputs);
     # it is left out of that epoch (the order is reshuffled every epoch, so no image is left out for good)
     n_used = n_train - 1 if n_train > 1 and n_train % t.batch_size == 1 else n_train
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    eval_sizes = sorted({s for part in ("val", "test") for s in batch_sizes(len(rows[part]), t.eval_batch_size)})
+    fit.net, compiled = compile_model(model, t.compile, compile_trial(fit, y_dev, batch_sizes(n_used, t.batch_size),
+                                                                      eval_sizes))
     log = EpochLog(progress, t.epochs)
     t_job = time.perf_counter()
     for epoch in range(st.next_epoch, t.epochs + 1):
@@ -322,7 +411,7 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
         train_s = time.perf_counter() - t0
         lr = fit.opt.param_groups[0]["lr"]
         fit.sched.step()
-        val_logits = predict(model, batcher, rows["val"], t.eval_batch_size)
+        val_logits = predict(fit.forward, batcher, rows["val"], t.eval_batch_size)
         y_val = y_all[rows["val"]]
         h = {"epoch": epoch, "train_loss": loss_sum / n_used, "train_acc": correct / n_used,
              "val_loss": float(F.cross_entropy(val_logits, y_val)),
@@ -338,7 +427,7 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
 
     if t.keep != "last":
         model.load_state_dict(st.best_state)
-    test_logits = predict(model, batcher, rows["test"], t.eval_batch_size)
+    test_logits = predict(fit.forward, batcher, rows["test"], t.eval_batch_size)
     selected = write_outputs(job_dir, model, st, t.keep, t.epochs, seed, test_logits, partition,
                              y_all[rows["val"]], y_all[rows["test"]])
     ips = [h["images_per_s"] for h in st.history]
@@ -346,7 +435,9 @@ def train_fold(job_dir, protocol: Protocol, model: nn.Module, images: torch.Tens
             "images_per_s": float(np.median(ips[1:] if len(ips) > 1 else ips)),
             "epochs": t.epochs, "selected_epoch": selected, "keep": t.keep, "seed": seed, "device": str(dev),
             "amp": str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else None,
-            "channels_last": rt.channels_last, "deterministic": t.deterministic,
+            "channels_last": rt.channels_last, "deterministic": t.deterministic, "compile": compiled,
+            "torch_threads": torch.get_num_threads(),
+            "peak_memory_bytes": int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None,
             "n_train": n_train, "n_train_per_epoch": n_used, "n_val": len(rows["val"]), "n_test": len(rows["test"]),
             **(extra_done or {})}
     write_json(job_dir / DONE, done)

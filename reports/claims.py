@@ -344,6 +344,9 @@ def load_claims(path) -> Claims:
         raise ReportInputError(path, None, f"cannot read: {exc}") from None
     except yaml.YAMLError as exc:
         raise ReportInputError(path, None, f"not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (ValueError, RecursionError) as exc:   # an integer of > 4,300 digits, nesting deeper than the stack
+        raise ReportInputError(path, None, f"not usable YAML ({type(exc).__name__}: "
+                                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     if not isinstance(raw, dict):
         raise ReportInputError(path, None, "top level must be a mapping")
     if raw.get("schema") != SCHEMA:

@@ -62,13 +62,26 @@ class Num:
         return s + ("%" if self.percent else "")
 
 
+_MAX_EXP = 300      # printed numbers beyond ~1e300 (float's range) are typos or hostile input
+_MAX_DIGITS = 60
+
+
+def _shown(raw) -> str:
+    r = repr(raw)
+    return r if len(r) <= 40 else r[:36] + "..." + (r[-1] if r[0] in "'\"" else "")
+
+
 def parse_num(raw: Any, path, key: str, decimals: int | None = None) -> Num:
     """A printed number: int (exact), or a string like "84.90", "98.34%", "1,267", "6.24e-7"."""
     if isinstance(raw, bool) or raw is None:
         raise ReportInputError(path, key, f"expected a number as printed, got {raw!r}")
     if isinstance(raw, int):
+        if abs(raw) > 10 ** _MAX_EXP or (decimals or 0) > _MAX_DIGITS:
+            raise ReportInputError(path, key, f"{_shown(raw)} is out of range for a printed statistic")
         return Num(str(raw), Fraction(raw), Fraction(0) if decimals is None else Fraction(1, 10 ** decimals))
     if isinstance(raw, float):
+        if decimals is not None and decimals > _MAX_DIGITS:
+            raise ReportInputError(path, key, f"decimals {decimals} is out of range for a printed statistic")
         if decimals is None:
             raise ReportInputError(path, key, f"bare float {raw!r} loses its printed precision: quote it "
                                    f"(e.g. '{raw}') or give {{value: ..., decimals: N}}")
@@ -85,7 +98,12 @@ def parse_num(raw: Any, path, key: str, decimals: int | None = None) -> Num:
         raise ReportInputError(path, key, f"not a number as printed: {raw!r}")
     sign, whole, frac, exp = m.groups()
     frac = frac or ""
-    exp = int(exp or 0)
+    exp = int(exp or 0) if len(exp or "") < 12 else 10 ** 12
+    if (decimals or 0) > _MAX_DIGITS:
+        raise ReportInputError(path, key, f"decimals {decimals} is out of range for a printed statistic")
+    if abs(exp + len(whole)) > _MAX_EXP or len(whole + frac) > _MAX_DIGITS:
+        # before 10 ** exp and int() are built: "1e999999999" would take minutes, 5,000 digits raise ValueError
+        raise ReportInputError(path, key, f"{_shown(raw)} is out of range for a printed statistic")
     mant = Fraction(int(whole + frac), 10 ** len(frac)) * (-1 if sign == "-" else 1)
     places = len(frac) if decimals is None else decimals
     value = mant * Fraction(10) ** exp

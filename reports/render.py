@@ -16,6 +16,8 @@ from reports.errors import ReportInputError
 from reports.leakage_view import leakage_context
 from reports.split_gap import load as split_gap_load
 from reports.rundir import Run, load_run
+from reports.shortcuts_view import load as load_shortcuts
+from reports.shortcuts_view import verdict_lines as shortcut_lines
 from reports.summary import summarize_loaded
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -76,7 +78,7 @@ def _fmt(value, metric: str = "", digits: int | None = None) -> str:
 
 def _fmt_ci(ci, metric: str = "") -> str:
     if isinstance(ci, jinja2.Undefined) or not ci or len(ci) != 2 or _num(ci[0]) is None or _num(ci[1]) is None:
-        return ""
+        return "—"
     if metric in PERCENT:
         return f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
@@ -130,9 +132,13 @@ def _verdict(run: Run, summary: dict, leakage: dict | None, claims_audit: dict |
     if models:
         best = max(models, key=lambda m: models[m]["ensemble"]["accuracy"]["value"] or -1)
         acc = models[best]["ensemble"]["accuracy"]
+        ci = (f"95 % CI {_fmt_ci(acc['ci'], 'accuracy')}, {acc['method']}" if _fmt_ci(acc["ci"]) != "—"
+              else "no CI")
         lines.append(f"Best holdout accuracy: {best} {_fmt(acc['value'], 'accuracy')} "
-                     f"(95 % CI {_fmt_ci(acc['ci'], 'accuracy')}, {acc['method']}) on {summary['n_test']} images "
+                     f"({ci}) on {summary['n_test']} images "
                      f"from {summary['clusters']['n_test_clusters']} clusters.")
+        if not (summary.get("bootstrap") or {}).get("n_boot"):
+            lines.append("Bootstrap disabled (--n-boot 0): the intervals that need it are not computed.")
     else:
         lines.append("No model has a completed holdout ensemble: nothing was scored.")
     for c in summary["comparisons"]:
@@ -177,6 +183,23 @@ def _leakage_view(run: Run):
         return None, str(exc)
 
 
+def execution_view(run: Run) -> dict:
+    """How the jobs ran: the protocol's torch.compile mode, what each job's DONE says of it (compiled / fallback to
+    eager, compile seconds, kept apart from training speed) and the local executor's packing options."""
+    protocol = run.run.get("protocol") or {}
+    opts = run.run.get("options") or {}
+    jobs = [(m, f.fold, (f.done or {}).get("compile") or {}) for m, mr in run.models.items() for f in mr.folds
+            if f.done is not None]
+    status: dict[str, int] = {}
+    for _, _, c in jobs:
+        status[c.get("status") or "not recorded"] = status.get(c.get("status") or "not recorded", 0) + 1
+    secs = [c["seconds"] for _, _, c in jobs if isinstance(c.get("seconds"), (int, float)) and c.get("status") == "compiled"]
+    return {"compile": (protocol.get("train") or {}).get("compile") or "none", "status": status,
+            "compile_seconds_total": sum(secs) if secs else None,
+            "fallbacks": [f"{m} fold {k}: {c.get('error')}" for m, k, c in jobs if c.get("status") == "fallback"],
+            "executor": opts.get("executor"), "workers": opts.get("workers"), "jobs_per_gpu": opts.get("jobs_per_gpu")}
+
+
 def build_context(run: Run, summary: dict, claims_audit: dict | None = None, claims_note: str | None = None) -> dict:
     """Everything the template needs, computed here so the template stays declarative."""
     prov = run.run.get("provenance") or {}
@@ -196,6 +219,7 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
                            if isinstance(r.get("val_acc"), float)] for f in mr.folds}
               for m, mr in run.models.items()}
     leakage_view, leakage_error = _leakage_view(run)
+    shortcuts_doc, shortcuts_view, shortcuts_error = load_shortcuts(run.path)
     protocol = run.run.get("protocol") or {}
     random_init = summary["random_init"]
     return {
@@ -206,8 +230,11 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "summary": summary,
         "smoke": summary["smoke"],
         "random_init": random_init,
-        "verdict": _verdict(run, summary, run.leakage, claims_audit),
+        "verdict": _verdict(run, summary, run.leakage, claims_audit) + (
+            shortcut_lines(shortcuts_doc) if shortcuts_doc else
+            [f"Shortcut audit: {shortcuts_error or 'not run (fibrobench shortcuts RUN_DIR)'}."]),
         "prov": prov,
+        "execution": execution_view(run),
         "protocol": protocol,
         "class_names": run.class_names,
         "partitions": partitions,
@@ -216,6 +243,8 @@ def build_context(run: Run, summary: dict, claims_audit: dict | None = None, cla
         "leakage": run.leakage,
         "leakage_view": leakage_view,
         "leakage_error": leakage_error,
+        "shortcuts_view": shortcuts_view,
+        "shortcuts_error": shortcuts_error,
         "split_gap": split_gap_load(run.path),     # the demo's image- vs patient-level table, when present
         "task": summary["task"],
         "words": task_words(summary["task"]),

@@ -10,8 +10,8 @@ import pytest
 from bench.cli import _Stderr, configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
-# the CLI's own error funnel (and its copy in `python -m bench.commands.latency`) print the one-line error itself
-FUNNELS = {"bench/cli.py", "bench/commands/latency.py"}
+# the CLI's one error funnel prints the one-line error itself
+FUNNELS = {"bench/cli.py"}
 # the per-epoch line of a fold job runs in worker processes; it moves to logging with the trainer's split
 PENDING = {"protocols/trainer.py"}
 

@@ -34,7 +34,8 @@ def _run(tmp_path, name="run", fingerprint="a" * 64, proto="b" * 64, latency=Non
     d = tmp_path / name
     d.mkdir()
     (d / "run.json").write_text(json.dumps({"schema": "fibrobench.run/1", "protocol_sha256": proto,
-                                            "data": {"fingerprint": fingerprint}, "splits_sha256": "c" * 64}))
+                                            "data": {"fingerprint": fingerprint}, "splits_sha256": "c" * 64,
+                                            "status": "complete"}))
     if latency is not None:
         (d / "latency.json").write_text(json.dumps(latency))
     return d
@@ -209,7 +210,9 @@ def test_cli_exit_2_on_different_data_and_bad_baseline(tmp_path, summaries, caps
     wrong.write_text(json.dumps({"schema": "something/1", "metrics": {}}))
     assert cli(["gate", str(other), "--baseline", str(wrong)]) == 2
     assert cli(["gate", str(tmp_path / "nope"), "--baseline", str(bl)]) == 2
-    assert cli(["gate", str(other), "--baseline", str(bl), "--latency-tol", "-5"]) == 2
+    with pytest.raises(SystemExit) as usage:       # a bad option value is an argparse usage error: exit 2
+        cli(["gate", str(other), "--baseline", str(bl), "--latency-tol", "-5"])
+    assert usage.value.code == 2
 
 
 def test_cli_latency_regression_via_latency_option(tmp_path, summaries):

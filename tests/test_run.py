@@ -198,3 +198,28 @@ def test_bad_device_exits_2_before_anything_is_written(tmp_path, tiny_data, caps
     assert _cli(_protocol(tmp_path), "--data", tiny_data, "--out", tmp_path / "r", "--device", device) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--device" in err[0] and not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- run dirs made before tasks were protocol data
+
+@pytest.mark.parametrize("names, ordinal", [(["F0", "F1", "F2", "F3", "F4"], True), (["cat", "dog", "eel"], False)])
+def test_a_run_dir_made_before_tasks_resumes_with_its_recorded_hash(tmp_path, names, ordinal):
+    """run.json written before the `task:` section existed (no protocol.task, hash over that dict) still reads:
+    its hash verifies and the task comes from splits.json's class names, as reports read it."""
+    from bench.runner import read_run
+    from protocols.config import load_protocol
+
+    recorded = load_protocol(ROOT / "protocols" / "smoke" / "protocol.yaml").to_dict()
+    recorded.pop("task")                                   # what an old run.json holds
+    write_json(tmp_path / "run.json", {"protocol": recorded, "protocol_sha256": sha256_of(recorded)})
+    df = pd.DataFrame({"image_id": [f"x{i:03d}.png" for i in range(40)], "label": [i % len(names) for i in range(40)]})
+    write_json(tmp_path / "splits.json", make_splits(df, "image", 0.2, 2, seed=0, class_names=names))
+    _, p = read_run(tmp_path)
+    assert list(p.task.classes) == names and p.task.ordinal is ordinal
+    assert (p.task.cutoffs is not None) is ordinal
+
+    recorded["train"]["lr"] = 0.5                          # a tampered protocol still fails the hash check
+    write_json(tmp_path / "run.json", {"protocol": recorded, "protocol_sha256": sha256_of({**recorded, "train": {
+        **recorded["train"], "lr": 1.0}})})
+    with pytest.raises(BadInput, match="protocol_sha256"):
+        read_run(tmp_path)

@@ -129,7 +129,7 @@ def test_explicit_missing_path_always_errors(tmp_path):
 def test_corrupt_and_foreign_files(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(BadInput, match="torch.load"):
+    with pytest.raises(BadInput, match="not a readable weights-only weights file"):
         create_model("resnet50", pretrained=str(bad))
     foreign = tmp_path / "foreign.pth"
     torch.save({"encoder.weight": torch.zeros(3)}, foreign)

@@ -1,17 +1,19 @@
-"""`fibrobench demo`: synth -> smoke protocol at image and patient level -> leakage -> latency -> claims -> report."""
+"""`fibrobench demo`: synth -> image/patient smoke runs -> leakage -> shortcuts -> latency -> claims -> report."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+from bench.funnel import nonneg_int
 
 NAME = "demo"
 HELP = "run the whole pipeline end to end on built-in synthetic data (CPU, minutes)"
 DESCRIPTION = (
     "Generates a small synthetic B-mode ultrasound dataset, trains the smoke protocol twice -- split by image "
     "as the paper did (ResNet-50 and ResNet-50+CBAM) and split by patient (ResNet-50) -- audits the image-level "
-    "splits for leakage, measures latency, audits the target paper's claims and renders one self-contained "
-    "report.html that opens with the image- vs patient-level gap and the leakage probe's prediction of it. "
-    "A smoke run is not a reproduction."
+    "splits for leakage, audits the image-level models for shortcuts (tissue vs frame), measures latency, audits "
+    "the target paper's claims and renders one self-contained report.html that opens with the image- vs "
+    "patient-level gap and the leakage probe's prediction of it. A smoke run is not a reproduction."
 )
 
 
@@ -19,7 +21,7 @@ def add_arguments(p):
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--patients", type=int, default=60, help="synthetic patients (default: 60, ~420 frames)")
     p.add_argument("--size", default="400x300", help="synthetic frame size WxH (default: 400x300)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--patient-models", default="resnet50",
                    help="models trained on the patient-level split (default: resnet50; the image-level run trains "
@@ -71,6 +73,7 @@ def _steps(args) -> list[tuple[str, object]]:
         ("leakage audit", ["leakage", "--data", str(data), "--splits", str(run / "splits.json"),
                            "--json", str(run / "leakage.json")]),
         ("split gap", lambda: write_split_gap(run, run_p)),
+        ("shortcut audit", ["shortcuts", str(run), "--device", args.device]),
         ("latency", ["latency", "--models", "resnet50,resnet50_cbam", "--device", args.device,
                      "--input-size", "64", "--batch-sizes", "1,16", "--runs", "20", "--precisions", "fp32",
                      "--throughput-runs", "5", "--train-batch", "16", "--train-runs", "5",

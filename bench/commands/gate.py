@@ -1,9 +1,9 @@
 """`fibrobench gate`: fail (exit 1) when a run regresses against a stored baseline; --write-baseline stores one."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
+from bench.funnel import nonneg_float
 from protocols.errors import BadInput
 
 NAME = "gate"
@@ -28,12 +28,12 @@ def add_arguments(p) -> None:
     p.add_argument("--metric-tol", default=str(DEFAULTS["metric_tol"]),
                    help="absolute metric tolerance: 0.01, or per metric 'accuracy=0.005,macro_f1=0.02' "
                         f"(default {DEFAULTS['metric_tol']})")
-    p.add_argument("--ci-scale", type=float, default=DEFAULTS["ci_scale"],
+    p.add_argument("--ci-scale", type=nonneg_float, default=DEFAULTS["ci_scale"],
                    help="multiple of the baseline CI's lower arm that a drop may reach (default 1.0; 0 = abs tol only)")
     p.add_argument("--metrics", help="comma-separated metrics to gate (default: every metric of known direction)")
-    p.add_argument("--latency-tol", type=float, default=DEFAULTS["latency_tol"], metavar="PCT",
+    p.add_argument("--latency-tol", type=nonneg_float, default=DEFAULTS["latency_tol"], metavar="PCT",
                    help=f"allowed latency rise / throughput fall in percent (default {DEFAULTS['latency_tol']:g})")
-    p.add_argument("--memory-tol", type=float, default=DEFAULTS["memory_tol"], metavar="PCT",
+    p.add_argument("--memory-tol", type=nonneg_float, default=DEFAULTS["memory_tol"], metavar="PCT",
                    help=f"allowed peak-memory rise in percent (default {DEFAULTS['memory_tol']:g})")
     p.add_argument("--allow-different", action="store_true",
                    help="compare even if the data fingerprint or protocol sha256 differ (reported as warnings)")
@@ -50,15 +50,18 @@ def main(args) -> int:
     tols = G.parse_metric_tol(args.metric_tol)
     snap = G.snapshot(args.run_dir, args.latency, command=args.argv)
     if args.write_baseline:
-        write_json(args.baseline, snap)
+        write_json(args.baseline, G.baseline_from_run(snap, args.run_dir))
         n = sum(len(v) for v in snap["metrics"].values())
         print(f"wrote baseline {args.baseline}: {len(snap['metrics'])} model(s), {n} metric(s), "
               f"latency {'yes' if snap['latency'] else 'no'}")
         return 0
     base = G.load_baseline(args.baseline)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics is not None else None
+    G.check_metric_names(base, metrics, args.baseline)
     checks = G.compare(base, snap, metric_tol=tols, ci_scale=args.ci_scale, latency_tol=args.latency_tol,
                        memory_tol=args.memory_tol, metrics=metrics, allow_different=args.allow_different)
+    if not any(c["kind"] == "metric" and c["status"] != "skip" for c in checks):
+        raise BadInput(args.baseline, "metrics", "nothing to compare: every gated metric of the baseline is null")
     tolerances = {"metric_tol": tols, "ci_scale": args.ci_scale, "latency_tol_pct": args.latency_tol,
                   "memory_tol_pct": args.memory_tol, "metrics": metrics, "allow_different": args.allow_different}
     res = G.result(checks, tolerances, Path(args.baseline), Path(args.run_dir), command=args.argv)
@@ -67,7 +70,4 @@ def main(args) -> int:
         write_json(args.json, res)
     if args.junit:
         write_text(args.junit, G.junit_xml(res))
-    if not checks or all(c["kind"] == "identity" for c in checks):
-        logging.getLogger("fibrobench.gate").warning("nothing was compared (baseline has no metrics)")
-        return 1
     return 1 if res["verdict"] == "fail" else 0

@@ -25,23 +25,24 @@ def _ints(text: str, field: str) -> tuple:
 def add_arguments(p) -> None:
     p.add_argument("--models", help="comma-separated model names (default: every registered model)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--batch-sizes", default="1,64", help="comma-separated (default 1,64); 1 gives the latency percentiles")
+    p.add_argument("--batch-sizes", help="comma-separated (default 1,64 on CUDA, 1 on CPU); 1 gives the latency percentiles")
     p.add_argument("--input-size", type=int, help="square input side in pixels (default: the protocol's, else 224)")
     p.add_argument("--protocol", metavar="PROTOCOL.yaml",
                    help="take the input size, the number of classes and (without --models) the model list from this protocol")
     p.add_argument("--num-classes", type=int,
                    help="classifier outputs (default: the protocol's task, else 5)")
-    p.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 autocast (default fp32,bf16)")
+    p.add_argument("--precisions", help="fp32 and/or bf16 autocast (default fp32,bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--channels-last", action=__import__("argparse").BooleanOptionalAction, default=True,
                    help="channels_last memory format for model and input (default on)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model first (default off)")
-    p.add_argument("--runs", type=int, default=100, help="timed calls at batch 1 (default 100)")
-    p.add_argument("--warmup", type=int, default=20, help="untimed calls before timing (default 20)")
-    p.add_argument("--throughput-runs", type=int, default=30, help="timed calls at each batch > 1 (default 30)")
+    p.add_argument("--runs", type=int, help="timed calls at batch 1 (default 100 on CUDA, 30 on CPU)")
+    p.add_argument("--warmup", type=int, help="untimed calls before timing (default 20 on CUDA, 3 on CPU)")
+    p.add_argument("--throughput-runs", type=int, help="timed calls at each batch > 1 (default 30 on CUDA, 5 on CPU)")
     p.add_argument("--max-batch-cap", type=int, default=1024,
                    help="cap of the CUDA doubling search for the largest batch that fits; 0 disables (default 1024)")
-    p.add_argument("--train-batch", type=int, default=64, help="batch of the timed training step; 0 skips (default 64)")
-    p.add_argument("--train-runs", type=int, default=20, help="timed training steps (default 20)")
+    p.add_argument("--train-batch", type=int,
+                   help="batch of the timed training step; 0 skips (default 64 on CUDA, 0 = skipped on CPU)")
+    p.add_argument("--train-runs", type=int, help="timed training steps (default 20 on CUDA, 5 on CPU)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads on CPU (default: torch's choice)")
     p.add_argument("--cross-check", action="store_true",
                    help="also compare our batch-1 median with torch.utils.benchmark.Timer for the first model")
@@ -109,6 +110,11 @@ def main(args) -> int:
     if args.num_classes < 2:
         raise BadInput("<command line>", "--num-classes", f"need at least 2 classes, got {args.num_classes}")
 
+    device = resolve_device(args.device)
+    for key, value in L.DEFAULTS["cuda" if device.type == "cuda" else "cpu"].items():   # per-device defaults
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
     precs = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
     bad = [p for p in precs if p not in L.PRECISIONS]
     if bad or not precs:
@@ -119,7 +125,10 @@ def main(args) -> int:
             raise BadInput("<command line>", field, f"must be >= 1, got {v}")
     if args.warmup < 0:
         raise BadInput("<command line>", "--warmup", f"must be >= 0, got {args.warmup}")
-    device = resolve_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise BadInput("<command line>", "--threads", f"must be >= 1, got {args.threads}")
+    if args.train_batch < 0:
+        raise BadInput("<command line>", "--train-batch", f"must be >= 0, got {args.train_batch}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -181,17 +190,11 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":  # `python -m bench.commands.latency ...`: this command alone, without the other commands' imports
-    import argparse
-
-    from bench.cli import configure_logging
+    from bench.cli import Parser, configure_logging, run_command
 
     configure_logging()
-    _p = argparse.ArgumentParser(prog="fibrobench latency", description=DESCRIPTION)
+    _p = Parser(prog="fibrobench latency", description=DESCRIPTION)
     add_arguments(_p)
     _a = _p.parse_args()
-    _a.argv = ["latency", *sys.argv[1:]]
-    try:
-        sys.exit(main(_a))
-    except BadInput as _e:
-        print(f"fibrobench latency: error: {_e}", file=sys.stderr)
-        sys.exit(2)
+    _a.argv, _a.command, _a._main = ["latency", *sys.argv[1:]], NAME, main
+    sys.exit(run_command(_a))

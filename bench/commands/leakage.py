@@ -5,6 +5,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.funnel import nonneg_int, positive_int
+
 NAME = "leakage"
 HELP = "audit splits for patient overlap, near-duplicate frames and probe-measured leakage"
 DESCRIPTION = (
@@ -37,10 +39,10 @@ def add_arguments(p):
                    help="fraction of eval images with a near-duplicate in training tolerated as clean (default 0.01)")
     p.add_argument("--no-probe", action="store_true", help="skip the 1-NN probe")
     p.add_argument("--no-thumbs", action="store_true", help="no thumbnails of example pairs in the JSON")
-    p.add_argument("--seed", type=int, default=0, help="split seed when no --splits (default: 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="split seed when no --splits (default: 0)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="holdout fraction when no --splits (default: 0.2)")
     p.add_argument("--folds", type=int, default=5, help="folds when no --splits (default: 5)")
-    p.add_argument("--workers", type=int, default=None, help="decode/hash threads (default: min(4, CPUs))")
+    p.add_argument("--workers", type=positive_int, default=None, help="decode/hash threads (default: min(4, CPUs))")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device for --embed")
 
 

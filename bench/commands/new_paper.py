@@ -27,7 +27,7 @@ def add_arguments(p):
                    help="the paper's class names in its order, comma-separated (at least two)")
     p.add_argument("--ordinal", action="store_true", help="the classes are ordered stages (kappa, cut-offs)")
     p.add_argument("--positive", metavar="CLASS", help="the positive class (required for two classes)")
-    p.add_argument("--dir", default="protocols", metavar="DIR", help="where NAME/ is created (default protocols)")
+    p.add_argument("--dir", default="protocols", metavar="OUT_DIR", help="where NAME/ is created (default protocols)")
     p.add_argument("--force", action="store_true", help="replace existing files")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.funnel import nonneg_int
 from bench.provenance import collect
 from protocols.atomic import write_json, write_text
 from reports.errors import ReportInputError
@@ -22,7 +23,7 @@ def add_arguments(p):
     p.add_argument("--json", default=None, metavar="SUMMARY.json",
                    help="also write the summary (fibrobench.summary/1, or fibrobench.compare/1 for several runs)")
     p.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="bootstrap seed (default 0)")
 
 
 def main(args) -> int:

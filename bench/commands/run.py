@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bench.funnel import positive_int
+from protocols.config import COMPILES
 from protocols.errors import BadInput
 
 NAME = "run"
@@ -19,6 +21,14 @@ def _int_list(s: str) -> list[int]:
         raise BadInput("--folds", "folds", f"expected comma-separated integers, got {s!r}") from None
 
 
+def _jobs_per_gpu(s: str) -> int | str:
+    if s.strip().lower() == "auto":
+        return "auto"
+    if s.strip().isdigit() and int(s) >= 1:
+        return int(s)
+    raise BadInput("--jobs-per-gpu", "jobs_per_gpu", f"expected a positive integer or auto, got {s!r}")
+
+
 def add_arguments(p) -> None:
     p.add_argument("protocol", help="protocol YAML (e.g. protocols/afif2025/protocol.yaml)")
     p.add_argument("--data", required=True, help="ImageFolder dir (one folder per class: the task's classes or "
@@ -31,7 +41,15 @@ def add_arguments(p) -> None:
                    help="deterministic kernels, no cudnn autotuning (recorded as an override)")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--workers", type=int, help="local executor: worker processes (default one per visible GPU)")
+    p.add_argument("--workers", type=positive_int, help="local executor: on the CPU, jobs run at once in worker "
+                                                         "processes (default 1); on CUDA, how many GPUs to use "
+                                                         "(default all)")
+    p.add_argument("--jobs-per-gpu", default="1", help="local executor on CUDA: jobs packed onto each GPU at once, "
+                                                      "each in its own process (an integer, or auto: from each "
+                                                      "model's measured peak memory and the free memory; default 1)")
+    p.add_argument("--compile", choices=COMPILES, help="override train.compile: torch.compile mode for training "
+                                                       "and evaluation (reduce-overhead adds CUDA graphs; recorded "
+                                                       "as an override)")
     p.add_argument("--cache-dir", help="image cache directory (default: protocols.cache's default)")
     p.add_argument("--grid", action="store_true", help="run every variant of the protocol's grid: into OUT/grid/<id>/")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -59,7 +77,8 @@ def main(args) -> int:
     opts = dict(data=args.data, models=[m for m in args.models.split(",") if m] if args.models else None,
                 folds=_int_list(args.folds) if args.folds else None, epochs=args.epochs,
                 deterministic=args.deterministic, device=args.device, executor=args.executor,
-                workers=args.workers, cache_dir=args.cache_dir, progress=not args.no_progress, slurm=slurm,
+                workers=args.workers, jobs_per_gpu=_jobs_per_gpu(args.jobs_per_gpu), compile=args.compile,
+                cache_dir=args.cache_dir, progress=not args.no_progress, slurm=slurm,
                 argv=args.argv)
     if not args.grid:
         code, run_dir = run(protocol, RunOptions(out=args.out, **opts))

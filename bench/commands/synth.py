@@ -5,6 +5,7 @@ import os
 import re
 import sys
 
+from bench.funnel import nonneg_int, positive_int
 from protocols.errors import BadInput
 
 NAME = "synth"
@@ -26,15 +27,20 @@ def add_arguments(p):
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (must not exist or be empty)")
     p.add_argument("--patients", type=int, default=DEFAULT_PATIENTS,
                    help=f"number of patients (mean 7 frames each; default {DEFAULT_PATIENTS} ~ 6,300 frames)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--size", default="800x600", help="frame size WIDTHxHEIGHT (default 800x600)")
     p.add_argument("--effect-size", type=float, default=DEFAULT_EFFECT_SIZE,
                    help=f"strength of the stage-dependent echotexture (default {DEFAULT_EFFECT_SIZE:g}); "
                         "0 = images carry no label information")
+    p.add_argument("--shortcut", default="none", choices=["none", "text", "device", "border"],
+                   help="plant a label-correlated cue outside the tissue: a burned-in text marker, scanners assigned "
+                        "by stage, or a grey-level change outside the sector (default: none)")
+    p.add_argument("--shortcut-strength", type=float, default=1.0,
+                   help="probability that a patient's cue shows its own stage (else a random one); default 1")
     p.add_argument("--no-patient-id", action="store_true",
                    help="leave patient_id out of manifest.csv (like the public dataset); truth -> patients_truth.csv")
     p.add_argument("--no-overlay", action="store_true", help="no burned-in text, depth scale or grey bar")
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+    p.add_argument("--workers", type=positive_int, default=min(8, os.cpu_count() or 1),
                    help="worker processes (default: CPU count, at most 8)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it was written by `fibrobench synth`")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,7 +57,8 @@ def main(args) -> int:
     df = generate_dataset(args.out_dir, n_patients=args.patients, seed=args.seed, size=size,
                           effect_size=args.effect_size, hide_patient_id=args.no_patient_id,
                           overlay=not args.no_overlay, progress=not args.quiet and sys.stderr.isatty(),
-                          workers=args.workers, overwrite=args.overwrite, provenance=prov)
+                          workers=args.workers, overwrite=args.overwrite, provenance=prov,
+                          shortcut=args.shortcut, shortcut_strength=args.shortcut_strength)
     counts = df["label"].value_counts().sort_index()
     print(f"wrote {len(df)} frames of {df['patient_id'].nunique()} patients to {args.out_dir} "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())})")

@@ -9,6 +9,7 @@ Measured side by side in one process, interleaved (bare, fold, bare, fold, ...),
 
   python -m bench.scripts.train_throughput --model resnet50 --input-size 64 --batch-size 32 --device cpu --threads 1
   python -m bench.scripts.train_throughput --model resnet50_cbam --input-size 224 --batch-size 64 --device cuda --steps 30
+  (--compile MODE: both loops torch.compile'd in that mode; the fold job's compile trial is outside its epoch timer)
 """
 from __future__ import annotations
 
@@ -38,9 +39,11 @@ def _model(name: str, size: int, rt):
     return m.to(memory_format=torch.channels_last) if rt.channels_last else m
 
 
-def bare_loop(name, size, batch, steps, rt, lr=1e-5) -> float:
-    """images/s of the plainest training loop on the same model, batch and device (no data loading)."""
+def bare_loop(name, size, batch, steps, rt, lr=1e-5, compile_mode="none") -> float:
+    """images/s of the plainest training loop on the same model, batch and device (no data loading); with a
+    compile mode, the model torch.compile'd in that mode (compiled during the untimed warm-up steps)."""
     m = _model(name, size, rt).train()
+    net = m if compile_mode == "none" else torch.compile(m, mode=compile_mode)
     opt = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=1e-4)
     x = torch.randn(batch, 3, size, size, device=rt.device)
     if rt.channels_last:
@@ -49,13 +52,13 @@ def bare_loop(name, size, batch, steps, rt, lr=1e-5) -> float:
 
     def step():
         with rt.autocast():
-            out = m(x)
+            out = net(x)
         loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    for _ in range(2):
+    for _ in range(2 if compile_mode == "none" else 4):     # CUDA graphs record on the 3rd call
         step()
     _sync(rt.device)
     t0 = time.perf_counter()
@@ -124,6 +127,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--compile", default="none", help="torch.compile mode for both loops (train.compile; default none)")
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args(argv)
 
@@ -137,7 +141,8 @@ def main(argv=None) -> int:
     dev = resolve_device(a.device)
     base = load_protocol(Path(__file__).resolve().parents[2] / "protocols/afif2025/protocol.yaml")
     p = apply_overrides(base, {"data.input_size": a.input_size, "train.batch_size": a.batch_size,
-                               "train.epochs": 2, "train.keep": "last", "models": [a.model], "grid": None})
+                               "train.epochs": 2, "train.keep": "last", "models": [a.model], "grid": None,
+                               "train.compile": a.compile})
     rt = Runtime.from_protocol(p, dev)
     configure_determinism(False, dev)
     images = torch.randint(0, 256, (max(4 * a.batch_size, 256), 3, a.input_size, a.input_size), dtype=torch.uint8)
@@ -146,9 +151,9 @@ def main(argv=None) -> int:
     for r in range(a.repeats):          # alternate which goes first, so drift in machine load hits both
         if r % 2:
             ips, eips = fold_job(a.model, a.input_size, a.batch_size, a.steps, rt, p)
-            bare.append(bare_loop(a.model, a.input_size, a.batch_size, a.steps, rt))
+            bare.append(bare_loop(a.model, a.input_size, a.batch_size, a.steps, rt, compile_mode=a.compile))
         else:
-            bare.append(bare_loop(a.model, a.input_size, a.batch_size, a.steps, rt))
+            bare.append(bare_loop(a.model, a.input_size, a.batch_size, a.steps, rt, compile_mode=a.compile))
             ips, eips = fold_job(a.model, a.input_size, a.batch_size, a.steps, rt, p)
         fold.append(ips)
         evals.append(eips)
@@ -159,7 +164,7 @@ def main(argv=None) -> int:
     step_s = a.batch_size / bare_ips
     out = {
         "model": a.model, "input_size": a.input_size, "batch_size": a.batch_size, "steps": a.steps,
-        "repeats": a.repeats, "device": str(dev), "threads": torch.get_num_threads(),
+        "repeats": a.repeats, "compile": a.compile, "device": str(dev), "threads": torch.get_num_threads(),
         "amp": str(rt.amp_dtype).replace("torch.", "") if rt.amp_dtype else None, "channels_last": rt.channels_last,
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "bare_images_per_s": bare, "fold_images_per_s": fold, "data_s_per_batch": data, "eval_images_per_s": evals,
