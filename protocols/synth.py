@@ -36,7 +36,7 @@ from PIL import Image
 from protocols.atomic import write_json, write_text
 from protocols.errors import BadInput
 from protocols.runfiles import LEGACY_CLASS_NAMES as CLASS_NAMES  # the synthetic data are METAVIR stages
-from protocols.synth_render import SITES, make_patient, render_frame
+from protocols.synth_render import DEFAULT_EFFECT_SIZE, SITES, make_patient, render_frame
 from protocols.synth_shortcuts import apply_cue, plant
 from protocols.synth_shortcuts import check as check_shortcut
 
@@ -83,8 +83,8 @@ def patient_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), 1, int(index)]))
 
 
-def render_patient_frames(row: dict, seed: int, size=(800, 600), effect_size: float = 1.0, overlay: bool = True,
-                          shortcut: str = "none"):
+def render_patient_frames(row: dict, seed: int, size=(800, 600), effect_size: float = DEFAULT_EFFECT_SIZE,
+                          overlay: bool = True, shortcut: str = "none"):
     """All frames of one planned patient, as a list of uint8 [H, W] arrays (with the planted cue, if any)."""
     rng = patient_rng(seed, row["index"])
     p = make_patient(rng, row["patient_id"], int(row["stage"]), row["device"], row["site"], size=size,
@@ -150,7 +150,7 @@ def clean_stale_tmp(out: Path) -> list[Path]:
 
 
 def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0, size=(800, 600),
-                     effect_size: float = 1.0, hide_patient_id: bool = False, overlay: bool = True,
+                     effect_size: float = DEFAULT_EFFECT_SIZE, hide_patient_id: bool = False, overlay: bool = True,
                      progress: bool = False, workers: int = 1, overwrite: bool = False,
                      provenance: dict | None = None, shortcut: str = "none",
                      shortcut_strength: float = 1.0) -> pd.DataFrame:

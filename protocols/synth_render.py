@@ -61,6 +61,10 @@ SITES = {"S1": ("D1", "D2", "D3", "D4", "D5"), "S2": ("D4", "D5", "D6", "D7", "D
 SITE_LABEL = {"S1": "HOSP-1", "S2": "HOSP-2"}
 ATTEN_DB_PER_CM = 1.5    # mean one-way tissue attenuation at the imaging frequency (dB/cm)
 OVERLAY_LEVEL = 255      # grey level of burned-in text and markers
+# Default strength of the stage signal (latent severity = effect size x stage / 4). 1.0 was not learnable across
+# patients at smoke scale (patient-level ResNet-50 smoke run: fold-validation balanced accuracy near chance);
+# see docs/leakage.md ("The synthetic stage signal") for the fold-validation figures this value was chosen on.
+DEFAULT_EFFECT_SIZE = 4.0
 
 # ---------------------------------------------------------------- geometry (cached per device and size)
 
@@ -186,7 +190,7 @@ class Patient:
 
 
 def make_patient(rng: np.random.Generator, pid: str, stage: int, device: str, site: str,
-                 size=(800, 600), effect_size: float = 1.0, severity_sd: float = 0.45,
+                 size=(800, 600), effect_size: float = DEFAULT_EFFECT_SIZE, severity_sd: float = 0.45,
                  homogeneous: bool = False) -> Patient:
     """Draw one patient's anatomy and stage-dependent liver echotexture.
 

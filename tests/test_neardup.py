@@ -9,19 +9,19 @@ from PIL import Image
 from protocols import hashing, leakage, neardup, plant, transforms
 from protocols.imagemode import to_8bit, to_gray8
 from protocols.synth import plan_cohort, render_patient_frames
+from protocols.synth_render import DEFAULT_EFFECT_SIZE
 
 SIZE = (320, 240)
 N_PATIENTS, FRAMES, COPIES = 12, 3, 4
 
 
-@pytest.fixture(scope="module")
-def cohort():
+def _cohort(effect_size):
     """12 synthetic patients x 3 frames (the generator's physics, small frames) + 4 planted copies per family."""
     plan = plan_cohort(N_PATIENTS, seed=5)
     plan["n_frames"] = FRAMES
     frames, pid = [], []
     for row in plan.to_dict("records"):
-        for f in render_patient_frames(row, 5, SIZE):
+        for f in render_patient_frames(row, 5, SIZE, effect_size=effect_size):
             frames.append(f)
             pid.append(row["patient_id"])
     rng = np.random.default_rng(3)
@@ -42,6 +42,23 @@ def cohort():
     links = neardup.near_duplicate_pairs(codes, workers=2)
     return {"frames": frames, "pid": np.array(pid), "family": np.array(fam, dtype=object), "orig": np.array(orig),
             "codes": codes, "links": links}
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    # effect size 1.0: the stage strength the detector's benchmarks (bench/results/leakage_*.json) were measured at
+    return _cohort(1.0)
+
+
+def test_planted_copies_cluster_with_their_original_at_the_default_effect_size():
+    # the default stage signal (DEFAULT_EFFECT_SIZE) draws a coarser, higher-contrast septa network; measured on
+    # this cohort: every planted copy is still in its original's cluster and no link joins two patients, but one of
+    # the four cropped copies is linked to its original only through another frame of its patient
+    c = _cohort(DEFAULT_EFFECT_SIZE)
+    lab = hashing.components(len(c["pid"]), c["links"]["i"], c["links"]["j"])
+    planted = np.flatnonzero(c["orig"] >= 0)
+    assert all(lab[k] == lab[c["orig"][k]] for k in planted)
+    assert (c["pid"][c["links"]["i"]] == c["pid"][c["links"]["j"]]).all()
 
 
 def _direct(links, a, b):

@@ -16,7 +16,7 @@ from protocols import synth
 from protocols.errors import BadInput
 from protocols.synth import (CLASS_NAMES, PAPER_IMAGE_COUNTS, PREVALENCE, allocate, generate_dataset, patient_rng,
                              plan_cohort)
-from protocols.synth_render import (DEVICES, SITES, geometry, make_patient, render_frame)
+from protocols.synth_render import (DEFAULT_EFFECT_SIZE, DEVICES, SITES, geometry, make_patient, render_frame)
 
 TINY = (96, 72)
 
@@ -171,12 +171,16 @@ def test_lateral_speckle_grows_with_depth():
     assert far > near + 0.15, (near, far)
 
 
-def test_within_patient_frames_are_near_duplicates_between_patients_are_not():
+@pytest.mark.parametrize("effect_size", [1.0, DEFAULT_EFFECT_SIZE])
+def test_within_patient_frames_are_near_duplicates_between_patients_are_not(effect_size):
+    # a stronger stage signal (more septa contrast) lowers the within-patient correlation under probe motion:
+    # measured minimum same-patient vs maximum other-patient correlation 0.48 vs 0.31 at effect size 1, 0.33 vs
+    # 0.24 at 4 -- still fully separated (AUC 1), with a smaller margin
     W, H = 160, 120
     imgs, pids = [], []
     for i in range(8):                      # all on one scanner: the hardest case for telling patients apart
         rng = patient_rng(5, i)
-        p = make_patient(rng, str(i), i % 5, "D1", "S1", size=(W, H))
+        p = make_patient(rng, str(i), i % 5, "D1", "S1", size=(W, H), effect_size=effect_size)
         for k in range(3):
             imgs.append(render_frame(p, rng, k, overlay=False).astype(float))
             pids.append(i)
@@ -189,7 +193,7 @@ def test_within_patient_frames_are_near_duplicates_between_patients_are_not():
     iu = np.triu_indices(len(pids), 1)
     same = pids[iu[0]] == pids[iu[1]]
     assert roc_auc_score(same, C[iu]) == 1.0
-    assert C[iu][same].min() > C[iu][~same].max() + 0.1
+    assert C[iu][same].min() > C[iu][~same].max() + 0.05
 
 
 def test_stage_changes_echotexture_and_effect_size_zero_removes_it():

@@ -22,15 +22,16 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def add_arguments(p):
-    from protocols.synth import DEFAULT_PATIENTS
+    from protocols.synth import DEFAULT_EFFECT_SIZE, DEFAULT_PATIENTS
 
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (must not exist or be empty)")
     p.add_argument("--patients", type=int, default=DEFAULT_PATIENTS,
                    help=f"number of patients (mean 7 frames each; default {DEFAULT_PATIENTS} ~ 6,300 frames)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--size", default="800x600", help="frame size WIDTHxHEIGHT (default 800x600)")
-    p.add_argument("--effect-size", type=float, default=1.0,
-                   help="strength of the stage-dependent echotexture; 0 = images carry no label information")
+    p.add_argument("--effect-size", type=float, default=DEFAULT_EFFECT_SIZE,
+                   help=f"strength of the stage-dependent echotexture (default {DEFAULT_EFFECT_SIZE:g}); "
+                        "0 = images carry no label information")
     p.add_argument("--shortcut", default="none", choices=["none", "text", "device", "border"],
                    help="plant a label-correlated cue outside the tissue: a burned-in text marker, scanners assigned "
                         "by stage, or a grey-level change outside the sector (default: none)")

@@ -164,7 +164,9 @@ def main(argv=None) -> int:
     n = args.patients or DEFAULT_PATIENTS
     src = Path(args.data) if args.data else work / f"synth-p{n}-s{args.seed}"
     if not args.data and not (src / "manifest.csv").exists():
-        generate_dataset(src, n_patients=n, seed=args.seed, size=(800, 600), workers=args.workers, progress=True)
+        # effect size 1.0: the stage strength the recorded results were measured at (the default is now higher)
+        generate_dataset(src, n_patients=n, seed=args.seed, size=(800, 600), effect_size=1.0, workers=args.workers,
+                         progress=True)
     root = work / f"planted-{src.name}-k{args.per_family}"
     df = plant_dataset(src, root, args.per_family, args.seed + 100)
     results = {}

@@ -132,7 +132,9 @@ def dataset(path: Path, patients: int, seed: int, size, workers: int) -> pd.Data
     from protocols.synth import generate_dataset
 
     if not (path / "manifest.csv").exists():
-        generate_dataset(path, n_patients=patients, seed=seed, size=size, workers=workers, progress=True)
+        # effect size 1.0, as the recorded results were measured (the generator's default is now higher)
+        generate_dataset(path, n_patients=patients, seed=seed, size=size, effect_size=1.0, workers=workers,
+                         progress=True)
     df = pd.read_csv(path / "manifest.csv")
     truth = path / "patients_truth.csv"
     if "patient_id" not in df.columns and truth.exists():
@@ -207,7 +209,7 @@ def main(argv=None) -> int:
         "target": TARGET,
         "perturbation": "per frame: brightness x U(0.9,1.1), shift U{-2%..2%} of H in x and y (zero fill), "
                         "JPEG quality U{60..90}",
-        "sweep_data": {"generator": "protocols.synth.generate_dataset", "n_patients": n, "seed": args.seed,
+        "sweep_data": {"generator": "protocols.synth.generate_dataset", "n_patients": n, "seed": args.seed, "effect_size": 1.0,
                        "size": list(size), "n_images": len(df)},
         "confirm_data": {"n_patients": nc, "seed": args.seed + 1, "size": list(size), "n_images": len(dfc)},
         "grid": [{"phash": k[0], "dhash": k[1], "ncc": k[2], **{c: _brief(grids[c][k]) for c in grids}}
