@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from protocols.runfiles import read_logits
 from split_checks import check_run_dir
+from tiny_run import run_options, tiny_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,18 +38,10 @@ def tiny_data(tmp_path_factory):
 
 
 def _protocol(tmp_path, epochs=1):
-    doc = {"include": str(ROOT / "protocols/smoke/protocol.yaml"), "name": "tiny-ex",
-           "data": {"input_size": 32}, "split": {"n_folds": 2}, "leakage": {"gate": "off"},
-           "train": {"epochs": epochs, "batch_size": 16, "deterministic": True}, "models": ["efficientnet_b0"]}
-    p = tmp_path / "p.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    return p
+    return tiny_protocol(tmp_path, "tiny-ex", ["efficientnet_b0"], epochs=epochs)
 
 
-def _opts(data, out, **kw):
-    from bench.runner import RunOptions
-    kw.setdefault("device", "cpu")
-    return RunOptions(data=str(data), out=str(out), progress=False, **kw)
+_opts = run_options
 
 
 @pytest.mark.slow

@@ -131,14 +131,20 @@ def test_bf16_autocast_and_channels_last_on_cpu():
         L.autocast(torch.device("cpu"), "fp8")
 
 
-def test_peak_rss_sees_an_allocation_inside_the_window():
+def _fresh_pages(nbytes: int):
+    """nbytes of fresh anonymous pages, every page touched (caller closes it): a malloc'd array may reuse pages
+    an earlier test freed but that are still resident (glibc raises its mmap threshold after large frees), and
+    then RSS does not grow at all."""
     import mmap
+    buf = mmap.mmap(-1, nbytes)
+    for off in range(0, len(buf), mmap.PAGESIZE):
+        buf[off] = 1
+    return buf
+
+
+def test_peak_rss_sees_an_allocation_inside_the_window():
     with L.PeakMemory(torch.device("cpu")) as pm:
-        # 64 MiB of fresh anonymous pages, every page touched: a malloc'd array may reuse pages an earlier
-        # test freed but that are still resident, and then RSS does not grow at all
-        buf = mmap.mmap(-1, 64 * 2**20)
-        for off in range(0, len(buf), mmap.PAGESIZE):
-            buf[off] = 1
+        buf = _fresh_pages(64 * 2**20)
     r = pm.result
     assert r["peak_allocated_bytes"] is None and r["peak_rss_bytes"] > 0
     if r["rss_peak_reset"]:
@@ -152,13 +158,11 @@ def test_peak_window_excludes_warmup_one_offs_but_sees_steady_state():
 
     def first_call_heavy():
         if not calls:                       # a one-off, like cuDNN autotuning workspaces
-            buf = np.ones(96 * mib // 8)
-            buf[::512] += 1
+            _fresh_pages(96 * mib).close()
         calls.append(1)
 
     def always_heavy():
-        buf = np.ones(96 * mib // 8)
-        buf[::512] += 1
+        _fresh_pages(96 * mib).close()
 
     _, once = L._timed_window(first_call_heavy, runs=3, warmup=1, device=torch.device("cpu"))
     _, every = L._timed_window(always_heavy, runs=3, warmup=1, device=torch.device("cpu"))

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from protocols.runfiles import read_logits
 from split_checks import check_run_dir
+from tiny_run import run_options, tiny_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["efficientnet_b0", "timm/test_resnet"]
@@ -30,18 +30,10 @@ def tiny_data(tmp_path_factory):
 
 
 def _protocol(tmp_path, models=MODELS, **train):
-    doc = {"include": str(ROOT / "protocols/smoke/protocol.yaml"), "name": "tiny-pack",
-           "data": {"input_size": 32}, "split": {"n_folds": 2}, "leakage": {"gate": "off"},
-           "train": {"epochs": 1, "batch_size": 16, "deterministic": True, **train}, "models": models}
-    p = tmp_path / "p.yaml"
-    p.write_text(yaml.safe_dump(doc))
-    return p
+    return tiny_protocol(tmp_path, "tiny-pack", models, **train)
 
 
-def _opts(data, out, **kw):
-    from bench.runner import RunOptions
-    kw.setdefault("device", "cpu")
-    return RunOptions(data=str(data), out=str(out), progress=False, **kw)
+_opts = run_options
 
 
 def _logits(run_dir, model, fold, part="test"):
@@ -142,13 +134,22 @@ def test_jobs_per_gpu_option_is_validated(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_cpu_workers_give_bit_identical_logits(tmp_path, tiny_data):
-    """Four jobs (two models x two folds) packed onto two worker processes vs one after another in this process."""
+def test_two_cpu_workers_give_bit_identical_logits(tmp_path, tiny_data, monkeypatch):
+    """Four jobs (two models x two folds) packed onto two worker processes vs one after another in this process,
+    all at one thread (CPU training repeats bitwise at a fixed thread count, whatever OMP_NUM_THREADS the suite has)."""
+    import torch
+
     from bench.runner import run
-    proto = _protocol(tmp_path)
-    seq, packed = tmp_path / "seq", tmp_path / "packed"
-    assert run(proto, _opts(tiny_data, seq))[0] == 0
-    assert run(proto, _opts(tiny_data, packed, workers=2))[0] == 0
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")            # the workers' thread count
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)                               # this process's
+    try:
+        proto = _protocol(tmp_path)
+        seq, packed = tmp_path / "seq", tmp_path / "packed"
+        assert run(proto, _opts(tiny_data, seq))[0] == 0
+        assert run(proto, _opts(tiny_data, packed, workers=2))[0] == 0
+    finally:
+        torch.set_num_threads(n)
     pids = set()
     for m in MODELS:
         for k in (0, 1):

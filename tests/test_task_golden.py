@@ -42,7 +42,7 @@ def _diff(gold, new, path=""):
             return [f"{path}: {new!r} != {gold!r}"]
         return [d for i, (a, b) in enumerate(zip(gold, new)) for d in _diff(a, b, f"{path}[{i}]")]
     if isinstance(gold, float) and isinstance(new, float):
-        return [] if new == pytest.approx(gold, rel=1e-12, abs=1e-15) else [f"{path}: {new!r} != {gold!r}"]
+        return [] if new == pytest.approx(gold, rel=1e-6, abs=1e-12) else [f"{path}: {new!r} != {gold!r}"]
     return [] if gold == new else [f"{path}: {new!r} != {gold!r}"]
 
 
