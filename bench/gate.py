@@ -26,12 +26,12 @@ Result schema "fibrobench.gate/1":
 """
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from protocols.errors import BadInput
+from protocols.runfiles import read_json
 
 BASELINE_SCHEMA = "fibrobench.gate-baseline/1"
 RESULT_SCHEMA = "fibrobench.gate/1"
@@ -46,12 +46,8 @@ DEFAULTS = {"metric_tol": 0.01, "ci_scale": 1.0, "latency_tol": 20.0, "memory_to
 # ---------------------------------------------------------------- reading a run
 
 def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise BadInput(path, None, f"{what} not found")
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(path, None, f"{what} is not valid JSON ({exc})") from None
+    """protocols.runfiles.read_json (missing / malformed -> BadInput naming the file), which must give an object."""
+    obj = read_json(path)
     if not isinstance(obj, dict):
         raise BadInput(path, None, f"{what} must be a JSON object")
     return obj
