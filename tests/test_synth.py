@@ -279,3 +279,13 @@ def test_cli(tmp_path, capsys):
     assert cli_main(["synth", str(tmp_path / "x"), "--size", "big", "--quiet"]) == 2
     assert cli_main(["synth", str(out), "--patients", "5", "--size", "96x72", "--overwrite", "--quiet"]) == 0
     assert "patient_id" in pd.read_csv(out / "manifest.csv").columns
+    capsys.readouterr()
+    assert cli_main(["synth", str(tmp_path / "y"), "--patients", "5", "--size", "96x72", "--quiet",
+                     "--frames-per-patient", "0.5"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "mean_frames" in err[0] and not (tmp_path / "y").exists()
+    assert cli_main(["synth", str(out), "--patients", "8", "--size", "96x72", "--overwrite", "--quiet",
+                     "--frames-per-patient", "1", "--workers", "1"]) == 0
+    man = pd.read_csv(out / "manifest.csv")
+    assert len(man) == 8 and man["patient_id"].nunique() == 8
+    assert synth.read_synth_info(out)["params"]["mean_frames"] == 1.0
