@@ -3,8 +3,9 @@
 Runs `fibrobench leakage --data DATA --json OUT` in this process (manifest, image- and patient/cluster-level
 splits, decode + mask + hash with every transform variant, transform-aware linking, clusters, per-partition
 near-duplicates, label conflicts, the 1-NN probe under both splits, example thumbnails, the JSON) and records wall
-time, CPU time, peak resident memory and the audit's own per-stage timing. With --frames N the first N rows of
-the data's manifest are audited (a manifest written next to the images, removed afterwards). Nothing is
+time, CPU time, peak resident memory and the audit's own per-stage timing. With --frames N a random sample of N rows
+of the data's manifest (seed 0, manifest order) is audited (a manifest written next to the images, removed
+afterwards). Nothing is
 extrapolated: the figure is the run.
 
     python -m bench.scripts.leakage_scale --data DIR [--frames N] [--workers 2] [--json OUT]
@@ -24,28 +25,35 @@ SCHEMA = "fibrobench.leakage_scale/2"
 
 
 def _subset_manifest(root: Path, frames: int) -> Path:
-    """root/manifest-first<N>.csv: the first N rows of root/manifest.csv (paths stay relative to root)."""
+    """root/manifest-sample<N>.csv: N rows of root/manifest.csv drawn at random (seed 0), in manifest order."""
+    import numpy as np
     import pandas as pd
 
     df = pd.read_csv(root / "manifest.csv")
     if len(df) < frames:
         raise SystemExit(f"{root / 'manifest.csv'}: only {len(df)} rows, need {frames}")
-    out = root / f"manifest-first{frames}.csv"
-    df.iloc[:frames].to_csv(out, index=False)
+    out = root / f"manifest-sample{frames}.csv"
+    df.iloc[np.sort(np.random.default_rng(0).choice(len(df), frames, replace=False))].to_csv(out, index=False)
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="data root with manifest.csv (e.g. made by `fibrobench synth`)")
-    ap.add_argument("--frames", type=int, default=0, help="audit only the manifest's first N rows (0: all)")
+    ap.add_argument("--frames", type=int, default=0, help="audit a random sample of N manifest rows (0: all)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
 
     from bench.cli import main as cli_main
 
+    import pandas as pd
+    from PIL import Image
+
     root = Path(args.data)
+    first = pd.read_csv(root / "manifest.csv", nrows=1, usecols=["path"])
+    with Image.open(root / first["path"].iloc[0]) as im:
+        size = list(im.size)
     data = _subset_manifest(root, args.frames) if args.frames else root
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,12 +71,6 @@ def main(argv=None) -> int:
     if leak is None:
         print(f"fibrobench leakage exited {rc} without writing its JSON", file=sys.stderr)
         return 2
-    import pandas as pd
-    from PIL import Image
-
-    first = pd.read_csv(data if data.suffix == ".csv" else root / "manifest.csv", nrows=1, usecols=["path"])
-    with Image.open(root / first["path"].iloc[0]) as im:
-        size = list(im.size)
     nd = leak["near_duplicates"]
     result = {
         "schema": SCHEMA, "command": ["fibrobench", *cmd], "exit_code": rc, "frames": leak["data"]["n_images"],
