@@ -12,7 +12,8 @@ variant thumbnails never exist for all frames at once.
 The verification correlation of thumbnails a (query) and b (index) is the Pearson correlation of their
 overlapping cells, maximised over the (2 * shift + 1)^2 shifts (dy, dx), each comparing a[y, x] with
 b[y - dy, x - dx] (`ncc`). Per thumbnail and shift the window sums and centred sums of squares are precomputed,
-and b is stored once per column shift dx with zero padding, so each shift's overlap is one contiguous dot product.
+and both sides are stored with zero columns around each row (`_padded`), so each shift's overlap is one
+contiguous dot product.
 """
 from __future__ import annotations
 
@@ -58,15 +59,15 @@ def _window_stats(t: np.ndarray, shift: int, query: bool) -> tuple[np.ndarray, n
 
 
 def _padded(t: np.ndarray, shift: int) -> np.ndarray:
-    """[n, 2 * shift + 1, h * w] float32: b[y, x - dx] (0 outside) for dx = -shift..shift."""
+    """[n, s + h * (w + 2s) + s] float32: each row of t between s zero columns, the rows flattened, s zeros at
+    both ends (s = shift). Shift (dy, dx) is then the dot product of one contiguous run of a query's and an
+    index frame's padded arrays: zero columns stand in for cells outside the overlap (see _r)."""
+    t = np.asarray(t, np.float32)
     n, h, w = t.shape
-    out = np.zeros((n, 2 * shift + 1, h, w), np.float32)
-    for k, dx in enumerate(range(-shift, shift + 1)):
-        if dx >= 0:
-            out[:, k, :, dx:] = t[:, :, :w - dx]
-        else:
-            out[:, k, :, :w + dx] = t[:, :, -dx:]
-    return out.reshape(n, 2 * shift + 1, h * w)
+    W = w + 2 * shift
+    out = np.zeros((n, 2 * shift + h * W), np.float32)
+    out[:, shift:shift + h * W].reshape(n, h, W)[:, :, shift:shift + w] = t
+    return out
 
 
 class _Index:
@@ -82,17 +83,24 @@ class _Index:
 
 @numba.njit(nogil=True, cache=True, fastmath=True)
 def _r(a, sa, ca, bp, sb, cb, j, shifts, s, w):
-    """Max over shifts of the Pearson correlation of query thumbnail a [h * w] with index thumbnail j."""
-    h = a.shape[0] // w
+    """Max over shifts of the Pearson correlation of padded query thumbnail a with padded index thumbnail j.
+
+    Shift (dy, dx) sums a[y, x] * b[y - dy, x - dx] over rows y0..y1 of the overlap: in the padded layout (row
+    width W = w + 2s, offset s) that is a[s + y0 W + t] * b[s + (y0 - dy) W - dx + t], t < (y1 - y0) W, where
+    a's zero columns cancel the cells of x outside [0, w) and b's those of x - dx."""
+    W = w + 2 * s
+    h = (a.shape[0] - 2 * s) // W
     best = -1.0
     for k in range(shifts.shape[0]):
         dy, dx = shifts[k, 0], shifts[k, 1]
         y0, y1 = max(0, dy), h + min(0, dy)
         x0, x1 = max(0, dx), w + min(0, dx)
-        av = a[y0 * w:y1 * w]
-        bv = bp[j, dx + s, (y0 - dy) * w:(y1 - dy) * w]
+        oa = s + y0 * W
+        ob = s + (y0 - dy) * W - dx
+        n_t = (y1 - y0) * W
+        av, bv = a[oa:oa + n_t], bp[j, ob:ob + n_t]                    # views: the loop below vectorises
         acc = np.float32(0.0)
-        for t in range(av.shape[0]):
+        for t in range(n_t):
             acc += av[t] * bv[t]
         m = (y1 - y0) * (x1 - x0)
         den = ca[k] * cb[j, k]
@@ -165,7 +173,7 @@ def ncc(query_thumbs: np.ndarray, thumbs: np.ndarray, i: np.ndarray, j: np.ndarr
         qa = np.asarray(query_thumbs, np.float32)[ui]
         idx = _Index(np.asarray(thumbs, np.float32)[uj], shift)
         sa, ca = _window_stats(qa, shift, query=True)
-        out[s:s + chunk] = _pairs_r(np.ascontiguousarray(qa.reshape(len(ui), -1)), sa, ca, ia.astype(np.int64),
+        out[s:s + chunk] = _pairs_r(_padded(qa, shift), sa, ca, ia.astype(np.int64),
                                     idx.padded, idx.sums, idx.css, jb.astype(np.int64), sh, shift, idx.w)
     return out
 
@@ -205,7 +213,7 @@ def search(phash: np.ndarray, dhash: np.ndarray, tp: int, td: int, *, query_phas
             query_thumbs = np.asarray(thumbs, np.float32)
     else:
         idx = None
-    z3, z2 = np.zeros((1, 1, 1), np.float32), np.zeros((1, 1), np.float64)
+    z2f, z2 = np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float64)
 
     def rows_thumbs(s0, e0):
         if not verify:
@@ -219,7 +227,7 @@ def search(phash: np.ndarray, dhash: np.ndarray, tp: int, td: int, *, query_phas
                              f"{(e0 - s0, nq, idx.h, idx.w)}")
         flat = qa.reshape(-1, idx.h, idx.w)
         sa, ca = _window_stats(flat, shift, query=True)
-        return (np.ascontiguousarray(flat.reshape(e0 - s0, nq, -1)), sa.reshape(e0 - s0, nq, -1),
+        return (_padded(flat, shift).reshape(e0 - s0, nq, -1), sa.reshape(e0 - s0, nq, -1),
                 ca.reshape(e0 - s0, nq, -1))
 
     starts = list(range(0, n, block))
@@ -231,7 +239,7 @@ def search(phash: np.ndarray, dhash: np.ndarray, tp: int, td: int, *, query_phas
             e0 = min(n, s0 + block)
             a, sa, ca = rows_thumbs(s0, e0)
             out.append(_search_rows(s0, e0, qp, qd, p, d, int(tp), int(td), up, verify, a, sa, ca,
-                                    idx.padded if verify else z3, idx.sums if verify else z2,
+                                    idx.padded if verify else z2f, idx.sums if verify else z2,
                                     idx.css if verify else z2, sh, shift, idx.w if verify else 1,
                                     float(min_r) if verify else 0.0))
         return out
