@@ -4,13 +4,13 @@ Pipeline per frame: decode to grey, shrink to ~WORK_WIDTH px, estimate the scan 
 largest component, holes and row gaps filled), crop to its bounding box, paint everything outside the
 sector and every saturated (burned-in text) pixel with the sector's median, standardise, and resample to
 HASH_SIZE x HASH_SIZE. The hashes are then computed for the whole batch at once with numpy/scipy.
-Codes are uint64 (64 bits each); pairwise distances are popcounts of XORs, computed tile by tile so
-memory stays O(tile), never O(n^2).
+Codes are uint64 (64 bits each); pairwise distances are popcounts of XORs.
 
-Linking is two-stage: the hashes propose candidate pairs (pHash and dHash distances under threshold), and
-each candidate is verified by the normalised cross-correlation of the two frames' 16 x 16 standardised
-sector thumbnails, maximised over +-1 cell shifts (`ncc` threshold). The hashes alone cannot tell two
-patients scanned on the same device from two frames of one patient at scale; the thumbnail check can.
+Linking (protocols/pairsearch.py, protocols/neardup.py) is two-stage: the hashes propose candidate pairs (pHash
+and dHash distances under threshold), and each candidate is verified by the normalised cross-correlation of the
+two frames' 16 x 16 standardised sector thumbnails, maximised over +-1 cell shifts (`ncc` threshold). The hashes
+alone cannot tell two patients scanned on the same device from two frames of one patient at scale; the
+thumbnail check can.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from scipy import ndimage
 from scipy.fft import dctn
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from threadpoolctl import threadpool_limits
 
 from protocols import transforms
 from protocols.errors import BadInput
@@ -31,7 +32,7 @@ WORK_WIDTH = 192          # frames are shrunk to about this width before masking
 HASH_SIZE = 32            # side of the standardised sector image the hashes are computed from
 SATURATION = 245          # grey level at or above which a pixel is treated as overlay text / marker
 THUMB_SIZE = 16           # side of the standardised thumbnail used to verify candidate pairs
-NCC_SHIFT = 1             # verification maximises the correlation over +-NCC_SHIFT cell shifts
+DHASH_TIE = 1e-3          # a dHash bit needs a brightness step above this (standardised units), not a rounding tie
 # Linking rule: near-duplicates when pHash <= "phash" AND dHash <= "dhash" bits AND thumbnail NCC >= "ncc".
 # Chosen by bench/scripts/leakage_sweep.py (bench/results/leakage_sweep.json "selected"); a test keeps them equal.
 DEFAULT_THRESHOLDS = {"phash": 18, "dhash": 22, "ncc": 0.82}
@@ -205,10 +206,15 @@ def phash_batch(x: np.ndarray) -> np.ndarray:
 
 
 def dhash_batch(x: np.ndarray) -> np.ndarray:
-    """dHash: resample each image to 8 x 9 and compare horizontally adjacent cells."""
+    """dHash: resample each image to 8 x 9 and compare horizontally adjacent cells.
+
+    A bit is set only when the right cell is brighter by more than DHASH_TIE (standardised units): cells of the
+    flat fill outside the sector are equal up to float rounding, and their bits would otherwise follow the
+    summation order of the BLAS build and thread count (measured: 46 % of frames changed a dHash bit between
+    a multi- and a single-threaded BLAS)."""
     x = np.asarray(x, dtype=np.float32)
     s = resample(x, 8, 9)
-    return pack_bits((s[:, :, 1:] > s[:, :, :-1]).reshape(len(x), 64))
+    return pack_bits((s[:, :, 1:] > s[:, :, :-1] + DHASH_TIE).reshape(len(x), 64))
 
 
 def thumbnails(x: np.ndarray) -> np.ndarray:
@@ -275,7 +281,8 @@ def hash_files(paths, *, workers: int | None = None, chunk: int = 64, work_width
     workers = workers or min(4, os.cpu_count() or 1)
     parts = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
     out = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # the per-frame matrices are tiny: a multi-threaded BLAS under our own threads only spins (10x slower measured)
+    with threadpool_limits(1), ThreadPoolExecutor(max_workers=workers) as pool:
         for k, r in enumerate(pool.map(lambda c: _hash_chunk(c, work_width, saturation), parts)):
             out.append(r)
             if progress:
@@ -292,114 +299,6 @@ def hash_files(paths, *, workers: int | None = None, chunk: int = 64, work_width
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Element-wise (broadcast) Hamming distance between uint64 codes."""
     return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64)))
-
-
-def _pair_block(s, e, qp, qd, p, d, tp, td, upper, col_block, bufs, verify=None):
-    """Pairs (i, j) with i in [s, e) of the query codes, j over the index codes: pHash <= tp, then dHash <= td
-    (then `verify(i, j) -> bool mask`, tile by tile, so unverified candidates never accumulate)."""
-    x64, c8, ok = bufs
-    n = len(p)
-    out_i, out_j = [], []
-    for cs in range(s if upper else 0, n, col_block):
-        ce = min(n, cs + col_block)
-        shape = (e - s, ce - cs)
-        m = shape[0] * shape[1]
-        X, C, K = (buf[:m].reshape(shape) for buf in (x64, c8, ok))
-        np.bitwise_xor(qp[s:e, None], p[None, cs:ce], out=X)
-        np.bitwise_count(X, out=C)
-        np.less_equal(C, tp, out=K)
-        if not K.any():
-            continue
-        ii, jj = np.nonzero(K)
-        ii, jj = ii + s, jj + cs
-        keep = (jj > ii) if upper else (jj != ii)
-        ii, jj = ii[keep], jj[keep]
-        keep = np.bitwise_count(qd[ii] ^ d[jj]) <= td              # dHash only for the pHash survivors
-        ii, jj = ii[keep], jj[keep]
-        if verify is not None and len(ii):
-            keep = verify(ii, jj)
-            ii, jj = ii[keep], jj[keep]
-        out_i.append(ii)
-        out_j.append(jj)
-    return out_i, out_j
-
-
-def link_pairs(phash: np.ndarray, dhash: np.ndarray, thresholds: dict | None = None, block: int = 128,
-               col_block: int = 4096, *, query_phash: np.ndarray | None = None, query_dhash: np.ndarray | None = None,
-               upper: bool = True, workers: int = 1, verify=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i, j) with pHash distance <= t_p and dHash distance <= t_d.
-
-    Without query codes: all pairs i < j of one code set. With query codes (one per frame, e.g. the codes of
-    each frame's mirrored variant): pairs (i, j), i != j, of query i against index j (only j > i when `upper`).
-    Tiled over (block x col_block) with preallocated buffers per thread, so memory is O(block * col_block) plus
-    the output, never O(n^2); row blocks are shared out over `workers` threads (numpy releases the GIL).
-    `verify(i, j) -> bool mask`, when given, filters each tile's candidates before they are kept (memory stays
-    O(tile + kept pairs) however many candidates the thresholds admit).
-    Returns (i, j, d_phash, d_dhash) as int64, int64, uint8, uint8 arrays.
-    """
-    t = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    tp, td = int(t["phash"]), int(t["dhash"])
-    p = np.ascontiguousarray(phash, dtype=np.uint64)
-    d = np.ascontiguousarray(dhash, dtype=np.uint64)
-    qp = p if query_phash is None else np.ascontiguousarray(query_phash, dtype=np.uint64)
-    qd = d if query_dhash is None else np.ascontiguousarray(query_dhash, dtype=np.uint64)
-    if len(qp) != len(p) or len(qd) != len(d):
-        raise ValueError("query codes must have one entry per indexed frame")
-    n = len(p)
-    starts = list(range(0, n, block))
-    workers = max(1, min(int(workers), len(starts) or 1))
-
-    def run(w):
-        bufs = (np.empty(block * col_block, np.uint64), np.empty(block * col_block, np.uint8),
-                np.empty(block * col_block, bool))
-        oi, oj = [], []
-        for s in starts[w::workers]:
-            a, b = _pair_block(s, min(n, s + block), qp, qd, p, d, tp, td, upper, col_block, bufs, verify)
-            oi += a
-            oj += b
-        return oi, oj
-
-    if workers == 1:
-        res = [run(0)]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            res = list(pool.map(run, range(workers)))
-    out_i = [a for r in res for a in r[0]]
-    out_j = [b for r in res for b in r[1]]
-    if not out_i:
-        z = np.zeros(0, np.int64)
-        return z, z, np.zeros(0, np.uint8), np.zeros(0, np.uint8)
-    i = np.concatenate(out_i).astype(np.int64)
-    j = np.concatenate(out_j).astype(np.int64)
-    order = np.lexsort((j, i))
-    i, j = i[order], j[order]
-    return i, j, hamming(qp[i], p[j]).astype(np.uint8), hamming(qd[i], d[j]).astype(np.uint8)
-
-
-def ncc_pairs(a: np.ndarray, b: np.ndarray, shift: int = NCC_SHIFT) -> np.ndarray:
-    """Max over +-shift cell shifts of the Pearson correlation of aligned thumbnail pairs a[k], b[k] (overlap only)."""
-    a_all, b_all = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    h, w = a_all.shape[1:]
-    best = np.full(len(a_all), -1.0, np.float32)
-    for dy in range(-shift, shift + 1):
-        for dx in range(-shift, shift + 1):
-            x = a_all[:, max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)].reshape(len(a_all), -1)
-            y = b_all[:, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)].reshape(len(a_all), -1)
-            x = x - x.mean(axis=1, keepdims=True)
-            y = y - y.mean(axis=1, keepdims=True)
-            r = np.einsum("ij,ij->i", x, y) / np.sqrt(np.einsum("ij,ij->i", x, x) * np.einsum("ij,ij->i", y, y) + 1e-9)
-            np.maximum(best, r, out=best)
-    return best
-
-
-def ncc(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, shift: int = NCC_SHIFT,
-        chunk: int = 65536) -> np.ndarray:
-    """Max over +-shift cell shifts of the Pearson correlation of thumbnails i and j (overlap only); float32."""
-    th = np.asarray(thumbs, np.float32)
-    out = np.empty(len(i), np.float32)
-    for s in range(0, len(i), chunk):
-        out[s:s + chunk] = ncc_pairs(th[i[s:s + chunk]], th[j[s:s + chunk]], shift)
-    return out
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:

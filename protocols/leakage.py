@@ -27,7 +27,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from protocols import hashing, neardup
+from protocols import hashing, neardup, pairsearch
 from protocols.errors import BadInput
 
 SCHEMA = "fibrobench.leakage/1"
@@ -57,7 +57,7 @@ def _edges(hashes: dict, features, thresholds: dict, workers: int | None = None)
         ci, cj = ci[new], cj[new]
         extra = {"i": ci, "j": cj, "phash": hashing.hamming(hashes["phash"][ci], hashes["phash"][cj]).astype(np.uint8),
                  "dhash": hashing.hamming(hashes["dhash"][ci], hashes["dhash"][cj]).astype(np.uint8),
-                 "ncc": hashing.ncc(hashes["thumb"], ci, cj) if "thumb" in hashes else np.full(len(ci), np.nan, np.float32),
+                 "ncc": pairsearch.ncc(hashes["thumb"], hashes["thumb"], ci, cj) if "thumb" in hashes else np.full(len(ci), np.nan, np.float32),
                  "transform": np.full(len(ci), neardup.FAMILIES.index("same-patient motion"), np.uint8)}
         links = {k: np.concatenate([links[k], extra[k]]) for k in links}
     return links

@@ -21,8 +21,9 @@ Links are returned as a dict of aligned arrays {"i", "j", "phash", "dhash", "ncc
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from protocols import hashing, transforms
+from protocols import hashing, pairsearch, transforms
 
 FAMILIES = transforms.FAMILIES
 COPY_FAMILIES = ("identical", "photometric", "mirrored", "rotated", "cropped/zoomed")
@@ -55,52 +56,40 @@ def _sector_r(codes: dict, i: np.ndarray, j: np.ndarray, chunk: int = 16384) -> 
     return out
 
 
-def _variant_thumbs(codes: dict, name: str, chunk: int = 4096) -> np.ndarray:
-    """Thumbnails [n, 16, 16] of variant `name` of every frame (O(n) memory, computed chunk by chunk)."""
-    n = len(codes["phash"])
-    out = np.empty((n, hashing.THUMB_SIZE, hashing.THUMB_SIZE), np.float32)
-    for s in range(0, n, chunk):
-        rows = slice(s, min(n, s + chunk))
+def _query_thumbs(codes: dict, variants: bool):
+    """rows -> [rows, 1 + V, 16, 16]: each frame's plain thumbnail, then its variants' (computed per block)."""
+    def of(rows: slice) -> np.ndarray:
+        plain = np.asarray(codes["thumb"][rows], np.float32)[:, None]
+        if not variants:
+            return plain
         sec = codes["sector"][rows].astype(np.float32)
-        out[rows] = hashing.thumbnails(transforms.variant_batch(sec, hashing.unpack_masks(codes, rows), name))
-    return out
-
-
-def _verifier(qthumb: np.ndarray, thumb: np.ndarray, min_r: float):
-    """verify(i, j) for hashing.link_pairs: thumbnail correlation of query i and index j >= min_r."""
-    return lambda i, j: hashing.ncc_pairs(qthumb[i], thumb[j]) >= min_r
-
-
-def _variant_candidates(codes: dict, v: int, t: dict, workers: int):
-    """Verified links (i, j, dp, dd, r) where variant v of frame i matches frame j (verified tile by tile)."""
-    name, _, symmetric, _ = transforms.VARIANTS[v]
-    thumb = np.asarray(codes["thumb"], np.float32)
-    vt = _variant_thumbs(codes, name)
-    i, j, dp, dd = hashing.link_pairs(codes["phash"], codes["dhash"], t, query_phash=codes["vphash"][:, v],
-                                      query_dhash=codes["vdhash"][:, v], upper=symmetric, workers=workers,
-                                      verify=_verifier(vt, thumb, float(t["ncc"])))
-    r = hashing.ncc_pairs(vt[i], thumb[j]) if len(i) else np.zeros(0, np.float32)
-    return i, j, dp, dd, r
+        masks = hashing.unpack_masks(codes, rows)
+        vs = [hashing.thumbnails(transforms.variant_batch(sec, masks, name)) for name in transforms.VARIANT_NAMES]
+        return np.concatenate([plain, np.stack(vs, axis=1)], axis=1)
+    return of
 
 
 def near_duplicate_pairs(codes: dict, thresholds: dict | None = None, *, variants: bool = True,
                          workers: int = 1) -> dict:
     """Verified, transform-labelled links of a code set (see the module docstring)."""
     t = {**hashing.DEFAULT_THRESHOLDS, **(thresholds or {})}
+    tp, td = int(t["phash"]), int(t["dhash"])
     if t.get("ncc") is None or "thumb" not in codes:           # hashes only, no verification, no labels
-        i, j, dp, dd = hashing.link_pairs(codes["phash"], codes["dhash"], t, workers=workers)
+        i, j, _, dp, dd, _ = pairsearch.search(codes["phash"], codes["dhash"], tp, td, workers=workers)
         return {"i": i, "j": j, "phash": dp, "dhash": dd, "ncc": np.full(len(i), np.nan, np.float32),
                 "transform": np.full(len(i), _F["same-patient motion"], np.uint8)}
-    thumb = np.asarray(codes["thumb"], np.float32)
-    i, j, dp, dd = hashing.link_pairs(codes["phash"], codes["dhash"], t, workers=workers,
-                                      verify=_verifier(thumb, thumb, float(t["ncc"])))
-    r = hashing.ncc_pairs(thumb[i], thumb[j]) if len(i) else np.zeros(0, np.float32)
-    parts = [(i, j, dp, dd, r, np.full(len(i), -1, np.int16))]
-    if variants and "vphash" in codes:
-        for v in range(len(transforms.VARIANTS)):
-            vi, vj, vp, vd, vr = _variant_candidates(codes, v, t, workers)
-            parts.append((vi, vj, vp, vd, vr, np.full(len(vi), v, np.int16)))
-    i, j, dp, dd, r, var = (np.concatenate([p[k] for p in parts]) for k in range(6))
+    variants = bool(variants and "vphash" in codes and "sector" in codes and "mask" in codes)
+    qp, qd, upper = codes["phash"][:, None], codes["dhash"][:, None], [True]
+    if variants:
+        qp = np.concatenate([qp, codes["vphash"]], axis=1)
+        qd = np.concatenate([qd, codes["vdhash"]], axis=1)
+        upper += [bool(v[2]) for v in transforms.VARIANTS]
+    with threadpool_limits(1):                                 # block-sized matmuls under our own threads
+        i, j, q, dp, dd, r = pairsearch.search(codes["phash"], codes["dhash"], tp, td, query_phash=qp, query_dhash=qd,
+                                               upper=upper, thumbs=codes["thumb"],
+                                               query_thumbs=_query_thumbs(codes, variants), min_r=float(t["ncc"]),
+                                               workers=workers)
+    var = q.astype(np.int16) - 1                               # -1: the plain codes, else transforms.VARIANTS[v]
     if not len(i):
         return _empty()
     lo, hi = np.minimum(i, j), np.maximum(i, j)
@@ -116,7 +105,7 @@ def near_duplicate_pairs(codes: dict, thresholds: dict | None = None, *, variant
     plain = var < 0
     via = np.flatnonzero(~plain)
     if len(via):
-        r_plain = hashing.ncc(codes["thumb"], lo[via], hi[via])
+        r_plain = pairsearch.ncc(codes["thumb"], codes["thumb"], lo[via], hi[via])
         plain[via[r[via] - r_plain < LABEL_MARGIN]] = True
     fam[plain] = _F["same-patient motion"]
     if "sector" in codes and plain.any():

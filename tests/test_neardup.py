@@ -239,24 +239,3 @@ def test_report_section_shows_transforms_and_label_conflicts(cohort, tmp_path):
     assert "Label conflicts: none" in render_section(res)
 
 
-@pytest.mark.parametrize("upper,workers", [(True, 1), (False, 1), (False, 3)])
-def test_query_link_pairs_equal_brute_force(upper, workers):
-    rng = np.random.default_rng(9)
-    n = 300
-    p = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
-    d = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
-    flip = hashing.pack_bits(rng.random((n, 64)) < 0.08)            # queries near their own index entry ...
-    qp, qd = p ^ flip, d ^ flip
-    other = np.arange(0, n, 7)[::-1]
-    qp[::7], qd[::7] = p[other] ^ flip[other], d[other]                # ... and some near another entry
-    t = {"phash": 8, "dhash": 12}
-    i, j, dp, dd = hashing.link_pairs(p, d, t, block=32, col_block=64, query_phash=qp, query_dhash=qd,
-                                      upper=upper, workers=workers)
-    DP = hashing.hamming(qp[:, None], p[None])
-    DD = hashing.hamming(qd[:, None], d[None])
-    ok = (DP <= 8) & (DD <= 12)
-    ok &= np.triu(np.ones((n, n), bool), 1) if upper else ~np.eye(n, dtype=bool)
-    ri, rj = np.nonzero(ok)
-    assert sorted(zip(i.tolist(), j.tolist())) == sorted(zip(ri.tolist(), rj.tolist())) and len(ri) > 10
-    np.testing.assert_array_equal(dp, DP[i, j])
-    np.testing.assert_array_equal(dd, DD[i, j])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols import hashing
+from protocols import hashing, pairsearch
 
 
 def test_bench_hash_arrays_64_frames(benchmark):
@@ -18,5 +18,5 @@ def test_bench_link_pairs_4000_codes(benchmark):
     p = rng.integers(0, 2**63, 4000, dtype=np.uint64)
     d = rng.integers(0, 2**63, 4000, dtype=np.uint64)
     p[1::2], d[1::2] = p[::2], d[::2]                  # 2000 exact duplicate pairs
-    i, j, _, _ = benchmark(hashing.link_pairs, p, d)
+    i, j, *_ = benchmark(pairsearch.search, p, d, hashing.DEFAULT_THRESHOLDS["phash"], hashing.DEFAULT_THRESHOLDS["dhash"])
     assert len(i) >= 2000

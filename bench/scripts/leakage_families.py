@@ -139,6 +139,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", help="synthetic dataset with patient IDs (default: generate the synth defaults)")
     ap.add_argument("--patients", type=int, default=None, help="patients when generating (default: synth default)")
+    ap.add_argument("--effect-size", type=float, default=None,
+                    help="stage signal strength when generating (default: the generator's default)")
     ap.add_argument("--per-family", type=int, default=60)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--threshold", type=int, default=10, help="imagededup max_distance_threshold (its default: 10)")
@@ -159,13 +161,14 @@ def main(argv=None) -> int:
     from bench.provenance import collect
     from protocols.atomic import write_json
     from protocols.synth import DEFAULT_PATIENTS, generate_dataset
+    from protocols.synth_render import DEFAULT_EFFECT_SIZE
 
     work = Path(args.workdir)
     n = args.patients or DEFAULT_PATIENTS
-    src = Path(args.data) if args.data else work / f"synth-p{n}-s{args.seed}"
+    effect = DEFAULT_EFFECT_SIZE if args.effect_size is None else args.effect_size
+    src = Path(args.data) if args.data else work / f"synth-p{n}-s{args.seed}-e{effect:g}"
     if not args.data and not (src / "manifest.csv").exists():
-        # effect size 1.0: the stage strength the recorded results were measured at (the default is now higher)
-        generate_dataset(src, n_patients=n, seed=args.seed, size=(800, 600), effect_size=1.0, workers=args.workers,
+        generate_dataset(src, n_patients=n, seed=args.seed, size=(800, 600), effect_size=effect, workers=args.workers,
                          progress=True)
     root = work / f"planted-{src.name}-k{args.per_family}"
     df = plant_dataset(src, root, args.per_family, args.seed + 100)
@@ -197,6 +200,8 @@ def main(argv=None) -> int:
 
     write_json(args.json, {
         "schema": SCHEMA, "data": {"source": str(src), "n_images": len(df), "per_family": args.per_family,
+                                   "effect_size": (json.loads((src / "synth.json").read_text()).get("effect_size")
+                                                   if (src / "synth.json").is_file() else None),
                                    "n_patients": int(df["patient_id"].nunique()),
                                    "families": "protocols/plant.py FAMILIES"},
         "imagededup": {"version": imagededup.__version__, "max_distance_threshold": args.threshold},

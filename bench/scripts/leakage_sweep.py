@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from protocols import hashing
+from protocols import hashing, pairsearch
 from protocols.leakage import pair_agreement
 
 SCHEMA = "fibrobench.leakage_sweep/1"
@@ -74,9 +74,9 @@ def hash_perturbed(paths, seed: int, workers: int = 2, chunk: int = 64) -> dict:
 def score_grid(hashes: dict, patients: np.ndarray, phash_grid=PHASH_GRID, dhash_grid=DHASH_GRID,
                ncc_grid=NCC_GRID) -> dict:
     """{(tp, td, tn): pair_agreement + counts} over the grid, from one search at the loosest thresholds."""
-    i, j, dp, dd = hashing.link_pairs(hashes["phash"], hashes["dhash"],
-                                      {"phash": max(phash_grid), "dhash": max(dhash_grid)})
-    r = hashing.ncc(hashes["thumb"], i, j)
+    i, j, _, dp, dd, _ = pairsearch.search(hashes["phash"], hashes["dhash"], max(phash_grid), max(dhash_grid),
+                                           workers=2)
+    r = pairsearch.ncc(hashes["thumb"], hashes["thumb"], i, j)
     n = len(patients)
     out = {}
     for tp in phash_grid:
