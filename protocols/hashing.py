@@ -35,7 +35,7 @@ THUMB_SIZE = 16           # side of the standardised thumbnail used to verify ca
 DHASH_TIE = 1e-3          # a dHash bit needs a brightness step above this (standardised units), not a rounding tie
 # Linking rule: near-duplicates when pHash <= "phash" AND dHash <= "dhash" bits AND thumbnail NCC >= "ncc".
 # Chosen by bench/scripts/leakage_sweep.py (bench/results/leakage_sweep.json "selected"); a test keeps them equal.
-DEFAULT_THRESHOLDS = {"phash": 18, "dhash": 22, "ncc": 0.82}
+DEFAULT_THRESHOLDS = {"phash": 18, "dhash": 20, "ncc": 0.82}
 
 
 # ---------------------------------------------------------------- masking

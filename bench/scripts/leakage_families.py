@@ -200,7 +200,7 @@ def main(argv=None) -> int:
 
     write_json(args.json, {
         "schema": SCHEMA, "data": {"source": str(src), "n_images": len(df), "per_family": args.per_family,
-                                   "effect_size": (json.loads((src / "synth.json").read_text()).get("effect_size")
+                                   "effect_size": (json.loads((src / "synth.json").read_text())["params"]["effect_size"]
                                                    if (src / "synth.json").is_file() else None),
                                    "n_patients": int(df["patient_id"].nunique()),
                                    "families": "protocols/plant.py FAMILIES"},
