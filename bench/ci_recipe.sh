@@ -10,8 +10,9 @@ BASE=${FIBROBENCH_GATE_BASELINE:-bench/baselines/smoke-gate.json}
 rm -rf "$W" && mkdir -p "$W"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
-# 1. data: deterministic synthetic B-mode frames (seed 0), small enough for CPU
-$F synth "$W/data" --patients 40 --seed 0 --size 256x192 --quiet
+# 1. data: deterministic synthetic B-mode frames (seed 0), small enough for CPU. 100 patients of 3 frames on
+#    average (~300 frames, about the cost of 40 patients of 7): the gated CIs are over holdout patients (20, not 8)
+$F synth "$W/data" --patients 100 --frames-per-patient 3 --seed 0 --size 256x192 --quiet
 
 # 2. the smoke protocol split by patient (afif2025 pipeline at 64 px, 3 epochs of batch 16, resnet50 +
 #    resnet50_cbam, 5 folds): the gate then guards what generalises to unseen patients, not what an image-level
@@ -34,10 +35,11 @@ $F gate "$W/run" --baseline "$BASE" --latency-tol 100 --memory-tol 25 \
   --json "$W/gate.json" --junit "$W/gate-junit.xml"
 
 # 5. a non-five-class task on the same frames: the binary smoke task (F0-F1 vs F2-F4, resnet50 only, about half
-#    the cost of step 2), gated on its metrics (its latency is step 3's resnet50). One thread, as its baseline was
-#    recorded: CPU training is bitwise repeatable at a fixed thread count, not across thread counts.
+#    the cost of step 2), split by patient like step 2, gated on its metrics (its latency is step 3's resnet50).
+#    One thread, as its baseline was recorded: CPU training is bitwise repeatable at a fixed thread count, not
+#    across thread counts.
 BASE2=${FIBROBENCH_GATE_BASELINE_BINARY:-bench/baselines/smoke-binary-gate.json}
-OMP_NUM_THREADS=1 $F run protocols/smoke/protocol-binary.yaml --data "$W/data" --out "$W/run-binary" --device cpu --no-progress
+OMP_NUM_THREADS=1 $F run protocols/smoke/protocol-binary-patient.yaml --data "$W/data" --out "$W/run-binary" --device cpu --no-progress
 if [ ! -f "$BASE2" ]; then
   $F gate "$W/run-binary" --baseline "$BASE2" --write-baseline
   echo "ci: no binary gate baseline yet; recorded $BASE2 from this run -- review and commit it"

@@ -11,7 +11,7 @@ the end, so an interrupted run never leaves a folder that looks like a complete 
 at once, and the next synth into OUT removes those left by a killed process (kill -9) on this host.
 
 Cohort: one patient per stage, the others allocated in the proportions of the public dataset's images (2,114 /
-861 / 793 / 857 / 1,698 of 6,323, largest-remainder rounding), so no class is ever empty; each patient has 1 + Poisson(6) frames (mean 7, at most 16),
+861 / 793 / 857 / 1,698 of 6,323, largest-remainder rounding), so no class is ever empty; each patient has 1 + Poisson(6) frames (mean 7, at most 16; `mean_frames` changes the mean),
 a site (S1 55 %, S2 45 %) and one of that site's five scanner profiles (D4, D5 are used at both sites). Stage is
 independent of site and scanner. Same seed -> same cohort and byte-identical PNGs, whatever `workers` is.
 """
@@ -66,13 +66,13 @@ def stage_counts(n_patients: int) -> np.ndarray:
     return 1 + allocate(n_patients - len(CLASS_NAMES), PREVALENCE)
 
 
-def plan_cohort(n_patients: int, seed: int = 0) -> pd.DataFrame:
-    """One row per patient: index, patient_id, stage, site, device, n_frames (depends only on n_patients, seed)."""
+def plan_cohort(n_patients: int, seed: int = 0, mean_frames: float = MEAN_FRAMES) -> pd.DataFrame:
+    """One row per patient: index, patient_id, stage, site, device, n_frames (depends only on the arguments)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
     stages = rng.permutation(np.repeat(np.arange(5), stage_counts(n_patients)))
     sites = rng.choice(list(SITE_SHARE), size=n_patients, p=list(SITE_SHARE.values()))
     devices = [SITES[s][int(rng.integers(len(SITES[s])))] for s in sites]
-    n_frames = np.minimum(1 + rng.poisson(MEAN_FRAMES - 1, size=n_patients), MAX_FRAMES)
+    n_frames = np.minimum(1 + rng.poisson(mean_frames - 1, size=n_patients), MAX_FRAMES)
     width = max(4, len(str(n_patients)))
     return pd.DataFrame({"index": np.arange(n_patients), "patient_id": [f"P{i:0{width}d}" for i in range(n_patients)],
                          "stage": stages, "site": sites, "device": devices, "n_frames": n_frames})
@@ -153,11 +153,12 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
                      effect_size: float = DEFAULT_EFFECT_SIZE, hide_patient_id: bool = False, overlay: bool = True,
                      progress: bool = False, workers: int = 1, overwrite: bool = False,
                      provenance: dict | None = None, shortcut: str = "none",
-                     shortcut_strength: float = 1.0) -> pd.DataFrame:
+                     shortcut_strength: float = 1.0, mean_frames: float = MEAN_FRAMES) -> pd.DataFrame:
     """Write a synthetic dataset to out_dir; return the full truth (path, label, patient_id, site, device).
 
     The returned frame always has patient_id, even when hide_patient_id leaves it out of manifest.csv.
     `shortcut` plants a label-correlated cue (protocols/synth_shortcuts.py) of `shortcut_strength` in 0..1.
+    `mean_frames` (1..MAX_FRAMES) sets the mean frames per patient (1 + Poisson(mean_frames - 1), at most MAX_FRAMES).
     """
     out = Path(out_dir)
     W, H = (int(v) for v in size)
@@ -167,10 +168,12 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
         raise BadInput(out, "size", f"width and height must be within 32..4096, got {W}x{H}")
     if not (effect_size >= 0 and math.isfinite(effect_size)):
         raise BadInput(out, "effect_size", f"must be a finite number >= 0, got {effect_size}")
+    if not (1 <= mean_frames <= MAX_FRAMES and math.isfinite(mean_frames)):
+        raise BadInput(out, "mean_frames", f"must be a number within 1..{MAX_FRAMES}, got {mean_frames}")
     check_shortcut(shortcut, shortcut_strength, out)
     _check_target(out, overwrite)
 
-    plan = plant(plan_cohort(n_patients, seed), shortcut, shortcut_strength, seed)
+    plan = plant(plan_cohort(n_patients, seed, mean_frames), shortcut, shortcut_strength, seed)
     total = int(plan["n_frames"].sum())
     name_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
     ids = name_rng.permutation(total)
@@ -218,7 +221,7 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
             "params": {"n_patients": int(n_patients), "seed": int(seed), "size": [W, H],
                        "effect_size": float(effect_size), "hide_patient_id": bool(hide_patient_id),
                        "overlay": bool(overlay), "shortcut": shortcut,
-                       "shortcut_strength": float(shortcut_strength)},
+                       "shortcut_strength": float(shortcut_strength), "mean_frames": float(mean_frames)},
             "format": "8-bit single-channel grey PNG (mode L); overlay text/markers at 255, outside the sector 0",
             "n_images": int(len(truth)), "n_patients": int(n_patients),
             "class_counts_images": {c: int(img_counts[c]) for c in CLASS_NAMES},

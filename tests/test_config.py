@@ -141,3 +141,11 @@ def test_shipped_protocols():
     assert patient.split.level == "patient" and patient.train == paper.train
     smoke = load_protocol(ROOT / "protocols/smoke/protocol.yaml")
     assert smoke.smoke and smoke.allow_random_init and smoke.grid is None and smoke.train.epochs <= 3
+    # each smoke protocol's patient-level counterpart differs from it in the split level only
+    for image_level, patient_level in (("protocol.yaml", "protocol-patient.yaml"),
+                                       ("protocol-binary.yaml", "protocol-binary-patient.yaml")):
+        a = load_protocol(ROOT / "protocols/smoke" / image_level)
+        b = load_protocol(ROOT / "protocols/smoke" / patient_level)
+        assert (a.split.level, b.split.level) == ("image", "patient")
+        assert (b.train, b.task, b.models, b.data, b.split.n_folds, b.split.test_fraction, b.split.seed) == \
+            (a.train, a.task, a.models, a.data, a.split.n_folds, a.split.test_fraction, a.split.seed)

@@ -85,6 +85,19 @@ def test_patient_structure_frames_sites_devices():
     assert (ct.max() - ct.min()).max() < 0.1        # stage independent of site (chi-square-free sanity check)
 
 
+def test_mean_frames_sets_frames_per_patient_and_default_plan_is_unchanged():
+    # the default is the 7-frame cohort every recorded dataset was drawn from: same draws, same plan
+    assert plan_cohort(300, 4).equals(plan_cohort(300, 4, mean_frames=synth.MEAN_FRAMES))
+    for m in (1, 3.5, 9):        # well below MAX_FRAMES, where the cap would lower the mean
+        nf = plan_cohort(900, 0, mean_frames=m)["n_frames"].to_numpy()
+        assert nf.min() >= 1 and nf.max() <= synth.MAX_FRAMES
+        assert abs(nf.mean() - m) < 0.25, (m, nf.mean())     # Poisson(m - 1) mean, sd/sqrt(900) < 0.12
+    assert (plan_cohort(50, 1, mean_frames=1)["n_frames"] == 1).all()
+    # stages, sites and devices do not depend on the frame count
+    a, b = plan_cohort(200, 3), plan_cohort(200, 3, mean_frames=4)
+    assert a.drop(columns="n_frames").equals(b.drop(columns="n_frames"))
+
+
 def test_manifest_one_label_site_device_per_patient(tiny):
     out, df = tiny
     man = pd.read_csv(out / "manifest.csv")
@@ -241,6 +254,10 @@ def test_bad_arguments_raise_badinput(tmp_path, tiny):
         generate_dataset(tmp_path / "a", n_patients=5, size=(16, 16))
     with pytest.raises(BadInput, match="not empty"):
         generate_dataset(tiny[0], n_patients=5, size=TINY)
+    for bad in (0.5, synth.MAX_FRAMES + 1, float("nan")):
+        with pytest.raises(BadInput, match="mean_frames"):
+            generate_dataset(tmp_path / "a", n_patients=5, size=TINY, mean_frames=bad)
+    assert not (tmp_path / "a").exists()
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "precious.txt").write_text("x")
     with pytest.raises(BadInput, match="synth.json"):
@@ -262,3 +279,13 @@ def test_cli(tmp_path, capsys):
     assert cli_main(["synth", str(tmp_path / "x"), "--size", "big", "--quiet"]) == 2
     assert cli_main(["synth", str(out), "--patients", "5", "--size", "96x72", "--overwrite", "--quiet"]) == 0
     assert "patient_id" in pd.read_csv(out / "manifest.csv").columns
+    capsys.readouterr()
+    assert cli_main(["synth", str(tmp_path / "y"), "--patients", "5", "--size", "96x72", "--quiet",
+                     "--frames-per-patient", "0.5"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "mean_frames" in err[0] and not (tmp_path / "y").exists()
+    assert cli_main(["synth", str(out), "--patients", "8", "--size", "96x72", "--overwrite", "--quiet",
+                     "--frames-per-patient", "1", "--workers", "1"]) == 0
+    man = pd.read_csv(out / "manifest.csv")
+    assert len(man) == 8 and man["patient_id"].nunique() == 8
+    assert synth.read_synth_info(out)["params"]["mean_frames"] == 1.0

@@ -22,13 +22,15 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def add_arguments(p):
-    from protocols.synth import DEFAULT_EFFECT_SIZE, DEFAULT_PATIENTS
+    from protocols.synth import DEFAULT_EFFECT_SIZE, DEFAULT_PATIENTS, MAX_FRAMES, MEAN_FRAMES
 
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (must not exist or be empty)")
     p.add_argument("--patients", type=int, default=DEFAULT_PATIENTS,
                    help=f"number of patients (mean 7 frames each; default {DEFAULT_PATIENTS} ~ 6,300 frames)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--size", default="800x600", help="frame size WIDTHxHEIGHT (default 800x600)")
+    p.add_argument("--frames-per-patient", type=float, default=MEAN_FRAMES, metavar="MEAN",
+                   help=f"mean frames per patient, 1 + Poisson(MEAN - 1), at most {MAX_FRAMES} (default {MEAN_FRAMES})")
     p.add_argument("--effect-size", type=float, default=DEFAULT_EFFECT_SIZE,
                    help=f"strength of the stage-dependent echotexture (default {DEFAULT_EFFECT_SIZE:g}); "
                         "0 = images carry no label information")
@@ -58,7 +60,8 @@ def main(args) -> int:
                           effect_size=args.effect_size, hide_patient_id=args.no_patient_id,
                           overlay=not args.no_overlay, progress=not args.quiet and sys.stderr.isatty(),
                           workers=args.workers, overwrite=args.overwrite, provenance=prov,
-                          shortcut=args.shortcut, shortcut_strength=args.shortcut_strength)
+                          shortcut=args.shortcut, shortcut_strength=args.shortcut_strength,
+                          mean_frames=args.frames_per_patient)
     counts = df["label"].value_counts().sort_index()
     print(f"wrote {len(df)} frames of {df['patient_id'].nunique()} patients to {args.out_dir} "
           f"({', '.join(f'{k} {v}' for k, v in counts.items())})")
