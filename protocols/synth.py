@@ -36,7 +36,7 @@ from PIL import Image
 from protocols.atomic import write_json, write_text
 from protocols.errors import BadInput
 from protocols.runfiles import LEGACY_CLASS_NAMES as CLASS_NAMES  # the synthetic data are METAVIR stages
-from protocols.synth_render import DEFAULT_EFFECT_SIZE, SITES, make_patient, render_frame
+from protocols.synth_render import DEFAULT_EFFECT_SIZE, MAX_EFFECT_SIZE, SITES, make_patient, render_frame
 from protocols.synth_shortcuts import apply_cue, plant
 from protocols.synth_shortcuts import check as check_shortcut
 
@@ -166,8 +166,9 @@ def generate_dataset(out_dir, n_patients: int = DEFAULT_PATIENTS, seed: int = 0,
         raise BadInput(out, "n_patients", f"need at least 5 patients (one per stage), got {n_patients}")
     if W < 32 or H < 32 or W > 4096 or H > 4096:
         raise BadInput(out, "size", f"width and height must be within 32..4096, got {W}x{H}")
-    if not (effect_size >= 0 and math.isfinite(effect_size)):
-        raise BadInput(out, "effect_size", f"must be a finite number >= 0, got {effect_size}")
+    if not (0 <= effect_size <= MAX_EFFECT_SIZE and math.isfinite(effect_size)):
+        raise BadInput(out, "effect_size", f"must be a number within 0..{MAX_EFFECT_SIZE:g} (above it the F4 liver "
+                                           f"surface leaves the rendered depth range), got {effect_size}")
     if not (1 <= mean_frames <= MAX_FRAMES and math.isfinite(mean_frames)):
         raise BadInput(out, "mean_frames", f"must be a number within 1..{MAX_FRAMES}, got {mean_frames}")
     check_shortcut(shortcut, shortcut_strength, out)

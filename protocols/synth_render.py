@@ -65,6 +65,9 @@ OVERLAY_LEVEL = 255      # grey level of burned-in text and markers
 # patients at smoke scale (patient-level ResNet-50 smoke run: fold-validation balanced accuracy near chance);
 # see docs/leakage.md ("The synthetic stage signal") for the fold-validation figures this value was chosen on.
 DEFAULT_EFFECT_SIZE = 4.0
+# the strongest signal the renderer draws: above it an F4 liver's surface nodules (0.45 t^3 cm) push the surface past
+# the depth range the vessels are drawn in (numpy raised 'high - low < 0' at 4.5); synth refuses more (exit 2)
+MAX_EFFECT_SIZE = 4.0
 
 # ---------------------------------------------------------------- geometry (cached per device and size)
 

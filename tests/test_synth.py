@@ -16,7 +16,7 @@ from protocols import synth
 from protocols.errors import BadInput
 from protocols.synth import (CLASS_NAMES, PAPER_IMAGE_COUNTS, PREVALENCE, allocate, generate_dataset, patient_rng,
                              plan_cohort)
-from protocols.synth_render import (DEFAULT_EFFECT_SIZE, DEVICES, SITES, geometry, make_patient, render_frame)
+from protocols.synth_render import (DEFAULT_EFFECT_SIZE, DEVICES, MAX_EFFECT_SIZE, SITES, geometry, make_patient, render_frame)
 
 TINY = (96, 72)
 
@@ -257,6 +257,10 @@ def test_bad_arguments_raise_badinput(tmp_path, tiny):
     for bad in (0.5, synth.MAX_FRAMES + 1, float("nan")):
         with pytest.raises(BadInput, match="mean_frames"):
             generate_dataset(tmp_path / "a", n_patients=5, size=TINY, mean_frames=bad)
+    # above the renderer's ceiling an F4 surface left the drawn depth range: numpy's ValueError (exit 3) before
+    for bad in (-1.0, MAX_EFFECT_SIZE + 0.5, float("inf"), float("nan")):
+        with pytest.raises(BadInput, match="effect_size"):
+            generate_dataset(tmp_path / "a", n_patients=5, size=TINY, effect_size=bad)
     assert not (tmp_path / "a").exists()
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "precious.txt").write_text("x")

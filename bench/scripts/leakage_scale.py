@@ -80,6 +80,14 @@ def main(argv=None) -> int:
         "stages_s": leak["timing"], "links": nd["n_links"], "links_by_transform": nd["by_transform"],
         "clusters": leak["cluster_stats"]["n_clusters"], "verdict": leak["verdict"],
         "label_conflict_pairs": leak["label_conflicts"]["n_pairs"], "leakage_json_mb": round(json_mb, 1),
+        # the detector against the patient IDs (when the data has them), and the verdict on the patient/cluster-level
+        # split the command compares with: on data without copies, its near-duplicates are false links at scale
+        "detector_vs_patients": leak.get("detector_vs_patients"),
+        "compared_split": ({"level": cs["split"]["level"], "verdict": cs["verdict"],
+                            "holdout_eval_with_duplicate_in_train": cs["near_duplicates"]["pairs"][0][
+                                "eval_with_duplicate_in_train"],
+                            "holdout_n_eval_images": cs["near_duplicates"]["pairs"][0]["n_eval_images"]}
+                           if (cs := leak.get("compared_split")) else None),
     }
     print(f"{result['frames']} frames {size[0]}x{size[1]}: whole `fibrobench leakage` path {wall:.1f} s wall, "
           f"{cpu:.1f} CPU-s, peak RSS {result['peak_rss_mb']} MB; stages {leak['timing']}; {nd['n_links']} links; "
