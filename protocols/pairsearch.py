@@ -76,7 +76,6 @@ class _Index:
     def __init__(self, thumbs: np.ndarray, shift: int):
         t = np.asarray(thumbs, np.float32)
         self.h, self.w = t.shape[1:]
-        self.shift = shift
         self.padded = _padded(t, shift)
         self.sums, self.css = _window_stats(t, shift, query=False)
 
@@ -211,9 +210,10 @@ def search(phash: np.ndarray, dhash: np.ndarray, tp: int, td: int, *, query_phas
             raise ValueError("thumbnails must have one entry per indexed frame")
         if query_thumbs is None:
             query_thumbs = np.asarray(thumbs, np.float32)
-    else:
-        idx = None
-    z2f, z2 = np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float64)
+    # the kernel's index-side arguments (padded thumbnails, window sums, centred sums of squares, width, min_r);
+    # placeholders of the same types when unverified
+    index = ((idx.padded, idx.sums, idx.css, idx.w, float(min_r)) if verify else
+             (np.zeros((1, 1), np.float32), np.zeros((1, 1)), np.zeros((1, 1)), 1, 0.0))
 
     def rows_thumbs(s0, e0):
         if not verify:
@@ -238,10 +238,9 @@ def search(phash: np.ndarray, dhash: np.ndarray, tp: int, td: int, *, query_phas
         for s0 in starts[wk::workers]:
             e0 = min(n, s0 + block)
             a, sa, ca = rows_thumbs(s0, e0)
-            out.append(_search_rows(s0, e0, qp, qd, p, d, int(tp), int(td), up, verify, a, sa, ca,
-                                    idx.padded if verify else z2f, idx.sums if verify else z2,
-                                    idx.css if verify else z2, sh, shift, idx.w if verify else 1,
-                                    float(min_r) if verify else 0.0))
+            bp, sb, cb, w, mr = index
+            out.append(_search_rows(s0, e0, qp, qd, p, d, int(tp), int(td), up, verify, a, sa, ca, bp, sb, cb,
+                                    sh, shift, w, mr))
         return out
 
     if workers == 1:

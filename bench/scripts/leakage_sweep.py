@@ -74,9 +74,9 @@ def hash_perturbed(paths, seed: int, workers: int = 2, chunk: int = 64) -> dict:
 def score_grid(hashes: dict, patients: np.ndarray, phash_grid=PHASH_GRID, dhash_grid=DHASH_GRID,
                ncc_grid=NCC_GRID) -> dict:
     """{(tp, td, tn): pair_agreement + counts} over the grid, from one search at the loosest thresholds."""
-    i, j, _, dp, dd, _ = pairsearch.search(hashes["phash"], hashes["dhash"], max(phash_grid), max(dhash_grid),
-                                           workers=2)
-    r = pairsearch.ncc(hashes["thumb"], hashes["thumb"], i, j)
+    # every candidate at the loosest hash thresholds, with its verification correlation (min_r -inf keeps all)
+    i, j, _, dp, dd, r = pairsearch.search(hashes["phash"], hashes["dhash"], max(phash_grid), max(dhash_grid),
+                                           thumbs=hashes["thumb"], min_r=-np.inf, workers=2)
     n = len(patients)
     out = {}
     for tp in phash_grid:
