@@ -31,7 +31,8 @@ def _subset_manifest(root: Path, frames: int) -> Path:
 
     df = pd.read_csv(root / "manifest.csv")
     if len(df) < frames:
-        raise SystemExit(f"{root / 'manifest.csv'}: only {len(df)} rows, need {frames}")
+        print(f"{root / 'manifest.csv'}: rows: only {len(df)}, --frames asks for {frames}", file=sys.stderr)
+        sys.exit(2)
     out = root / f"manifest-sample{frames}.csv"
     df.iloc[np.sort(np.random.default_rng(0).choice(len(df), frames, replace=False))].to_csv(out, index=False)
     return out
